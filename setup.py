@@ -1,0 +1,102 @@
+"""Build of simda: a pure-Python package, plus the CUDA extension ``simda_kernels._C``.
+
+The extension is built when a CUDA-enabled torch and nvcc are present. Environment:
+  SIMDA_SKIP_CUDA_BUILD=1  never build it        SIMDA_FORCE_CUDA=1  build it or fail
+  TORCH_CUDA_ARCH_LIST     target GPUs (default: torch's choice, e.g. "9.0")
+  MAX_JOBS                 parallel compile jobs  CUDA_HOME  toolkit root (found from nvcc)
+GPU users: ``pip install --no-build-isolation .`` so the build sees the installed torch.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scripts.cuda_home import cuda_home  # noqa: E402
+
+
+def _flag(name):
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes")
+
+
+def _nvidia_wheel_includes():
+    """Headers of the nvidia-* wheels (cuBLAS, cuSPARSE) that torch's headers include."""
+    try:
+        import nvidia
+
+        roots = list(nvidia.__path__)
+    except ImportError:
+        return []
+    return sorted(glob.glob(os.path.join(roots[0], "*", "include")))
+
+
+def _extensions():
+    if _flag("SIMDA_SKIP_CUDA_BUILD"):
+        return [], {}
+    force = _flag("SIMDA_FORCE_CUDA")
+    try:
+        import torch
+    except ImportError:
+        if force:
+            raise RuntimeError("SIMDA_FORCE_CUDA=1 but torch is not importable") from None
+        return [], {}
+    home = cuda_home()
+    if home is not None:  # before torch.utils.cpp_extension reads it
+        os.environ["CUDA_HOME"] = home
+    from torch.utils import cpp_extension
+
+    if torch.version.cuda is None or home is None:
+        if force:
+            raise RuntimeError(
+                f"SIMDA_FORCE_CUDA=1 but torch.version.cuda={torch.version.cuda} and "
+                f"CUDA_HOME={home}: install a CUDA build of torch and the CUDA toolkit"
+            )
+        print("simda: no CUDA torch or nvcc found; installing without simda_kernels._C")
+        return [], {}
+    ext = cpp_extension.CUDAExtension(
+        name="simda_kernels._C",
+        sources=sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/*.cu")),
+        include_dirs=[os.path.abspath("csrc"), *_nvidia_wheel_includes()],
+        extra_compile_args={
+            "cxx": ["-O3"],
+            "nvcc": [
+                "-O3",
+                "--use_fast_math",
+                "-lineinfo",
+                "--expt-relaxed-constexpr",
+                "-diag-suppress=3189",
+            ],
+        },
+    )
+    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="simda",
+    version="0.1.0",
+    description="SimDA: fused kernels and adapters that turn SD-1.x into a text-to-video model",
+    packages=find_packages(include=["simda", "simda.*", "simda_kernels", "simda_kernels.*"]),
+    package_data={"simda_kernels": ["csrc/*"], "simda": ["assets/*"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "torch>=2.11",
+        "diffusers>=0.35",
+        "safetensors",
+        "numpy",
+        "tqdm",
+        "imageio",
+        "pillow",
+    ],
+    extras_require={
+        "video": ["imageio-ffmpeg"],
+        "text": ["transformers"],
+        "bench": ["pytest-benchmark", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["simda=simda.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

@@ -1,0 +1,21 @@
+"""SimDA: Simple Diffusion Adapter for efficient video generation.
+
+Turns a frozen Stable Diffusion 1.x image UNet into a text-to-video model with ~25 M trainable
+adapter parameters: spatial adapters, temporal adapters and latent-shift attention.
+"""
+
+from simda.adapters import SpatialAdapter, TemporalAdapter
+from simda.presets import PRESETS, build_unet
+from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, count_parameters, inflate
+
+__all__ = [
+    "MODEL_LSA_LAYOUTS",
+    "PRESETS",
+    "SimDAUNet",
+    "SpatialAdapter",
+    "TemporalAdapter",
+    "build_unet",
+    "count_parameters",
+    "inflate",
+]
+__version__ = "0.1.0"

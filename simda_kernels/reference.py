@@ -1,0 +1,102 @@
+"""Pure PyTorch ground truth of every op in ``simda_kernels``.
+
+These functions define the semantics; the Triton and CUDA kernels are tested against them.
+They are also the CPU kernels of the registered ops and the fallback path everywhere else.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from simda_kernels._checks import check_lsa_inputs, check_temporal_adapter_inputs
+
+# Causal latent shift: the token at (row mod 4, col mod 4) is taken from frame ``t - s``.
+SHIFT_TABLE = (
+    (4, 3, 2, 1),
+    (3, 2, 1, 0),
+    (2, 1, 0, 0),
+    (1, 2, 3, 4),
+)
+LSA_LAYOUTS = ("paper", "released", "tav")
+TEMPORAL_ACTS = ("gelu", "none")
+
+
+def shift_offsets(height: int, width: int, device=None) -> torch.Tensor:
+    """Frame offset of every token of a ``height x width`` grid, raster order: ``(N,)`` int64."""
+    table = torch.tensor(SHIFT_TABLE, dtype=torch.long, device=device)
+    rows = torch.arange(height, device=device) % 4
+    cols = torch.arange(width, device=device) % 4
+    return table[rows[:, None], cols[None, :]].reshape(-1)
+
+
+def key_source_frames(frames: int, height: int, width: int, layout: str, device=None):
+    """Source frame of every key of every query frame: ``(F, 2, N)`` int64.
+
+    Query frame ``f`` attends over ``2N`` keys: key ``(j, n)`` (source ``j`` in {0, 1}, token
+    ``n``) is token ``n`` of frame ``src[f, j, n]``. With ``S(x)_t[n] = x[t - s_n][n]`` when
+    ``t >= s_n`` and ``x[t][n]`` otherwise (``s_n`` from ``SHIFT_TABLE``):
+
+    - ``"paper"``:    ``[x_f, S(x)_f]``
+    - ``"released"``: ``[S(x)_{max(f-1, 0)}, S(x)_f]``
+    - ``"tav"``:      ``[x_0, x_{max(f-1, 0)}]`` (Tune-A-Video's sparse-causal attention)
+    """
+    s = shift_offsets(height, width, device=device)[None, :]  # (1, N)
+    f = torch.arange(frames, device=device)[:, None]  # (F, 1)
+    prev = (f - 1).clamp(min=0)
+
+    def shifted(t):  # frame of S(x)_t's tokens: (F, N)
+        return torch.where(t >= s, t - s, t)
+
+    n = s.shape[1]
+    if layout == "paper":
+        first, second = f.expand(-1, n), shifted(f)
+    elif layout == "released":
+        first, second = shifted(prev), shifted(f)
+    elif layout == "tav":
+        first, second = torch.zeros_like(f).expand(-1, n), prev.expand(-1, n)
+    else:
+        raise ValueError(f"layout must be one of {LSA_LAYOUTS}, got {layout!r}")
+    return torch.stack([first, second], dim=1)
+
+
+def gather_shifted_kv(t: torch.Tensor, frames: int, height: int, width: int, layout: str):
+    """Materialise the ``2N`` keys (or values) of every query frame.
+
+    t: (B*F, heads, N, D) -> (B*F, heads, 2N, D)
+    """
+    bf, heads, n, d = t.shape
+    b = bf // frames
+    src = key_source_frames(frames, height, width, layout, device=t.device)  # (F, 2, N)
+    flat = src * n + torch.arange(n, device=t.device)  # index into the (F*N) token axis
+    per_video = t.view(b, frames, heads, n, d).transpose(1, 2).reshape(b, heads, frames * n, d)
+    gathered = per_video.index_select(2, flat.reshape(-1))  # (B, heads, F*2N, D)
+    gathered = gathered.view(b, heads, frames, 2 * n, d).transpose(1, 2)
+    return gathered.reshape(bf, heads, 2 * n, d)
+
+
+def latent_shift_attention(q, k, v, frames, height, width, layout="paper", scale=None):
+    """Latent-shift attention: each frame's queries attend over its own and shifted keys.
+
+    q, k, v: (B*F, heads, N, D), frames folded b-major (``index = b*F + f``), N = height*width.
+    Returns (B*F, heads, N, D). ``scale`` defaults to ``D ** -0.5``.
+    """
+    check_lsa_inputs(q, k, v, frames, height, width, layout, LSA_LAYOUTS)
+    kk = gather_shifted_kv(k, frames, height, width, layout)
+    vv = gather_shifted_kv(v, frames, height, width, layout)
+    return F.scaled_dot_product_attention(q, kk, vv, scale=scale)
+
+
+def fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act="gelu"):
+    """Down-projection, activation and depthwise temporal conv of the temporal adapter.
+
+    x: (B, C, F, H, W); w_down: (R, C); b_down: (R,); conv_w: (R, 3); conv_b: (R,)
+    Returns ``TConv(act(W_down x + b_down))``: (B, R, F, H, W), zero-padded by one frame in time.
+    ``act`` is ``"gelu"`` (exact erf form) or ``"none"``.
+    """
+    check_temporal_adapter_inputs(x, w_down, b_down, conv_w, conv_b, act, TEMPORAL_ACTS)
+    r = w_down.shape[0]
+    h = torch.einsum("bcfhw,rc->brfhw", x, w_down) + b_down.view(1, r, 1, 1, 1)
+    if act == "gelu":
+        h = F.gelu(h)
+    return F.conv3d(h, conv_w.view(r, 1, 3, 1, 1), conv_b, padding=(1, 0, 0), groups=r)
