@@ -30,6 +30,25 @@ def shift_offsets(height: int, width: int, device=None) -> torch.Tensor:
     return table[rows[:, None], cols[None, :]].reshape(-1)
 
 
+def class_major_order(height: int, width: int, device=None) -> torch.Tensor:
+    """Raster index of every token in class-major order: ``(N,)`` int64.
+
+    Class-major order groups tokens by class ``c = 4 * (row % 4) + (col % 4)`` (c ascending),
+    raster order within a class. Every key of one class shares one frame offset, so a
+    class-major sequence holds each shifted source as 16 contiguous segments.
+    ``x_class_major = x_raster[..., order, :]``.
+    """
+    rows = torch.arange(height, device=device)[:, None].expand(height, width)
+    cols = torch.arange(width, device=device)[None, :].expand(height, width)
+    cls = ((rows % 4) * 4 + cols % 4).reshape(-1)
+    return torch.sort(cls, stable=True).indices
+
+
+def class_major_inverse(height: int, width: int, device=None) -> torch.Tensor:
+    """Class-major index of every raster token: ``x_raster = x_class_major[..., inverse, :]``."""
+    return torch.argsort(class_major_order(height, width, device))
+
+
 def key_source_frames(frames: int, height: int, width: int, layout: str, device=None):
     """Source frame of every key of every query frame: ``(F, 2, N)`` int64.
 
