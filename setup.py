@@ -63,7 +63,6 @@ def _extensions():
             "cxx": ["-O3"],
             "nvcc": [
                 "-O3",
-                "--use_fast_math",
                 "-lineinfo",
                 "--expt-relaxed-constexpr",
                 "-diag-suppress=3189",

@@ -10,7 +10,7 @@ import sys
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-EXPECTED = ("temporal_conv_forward",)
+EXPECTED = ("temporal_adapter_forward", "temporal_adapter_backward")
 
 
 def main(build_dir: str) -> int:

@@ -31,4 +31,8 @@ step "latent-shift attention benchmark"
 timeout 240 python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
 cat "$OUT/lsa.md"
 
+step "temporal adapter benchmark"
+timeout 240 python3 -m benchmarks.bench_adapter --json "$OUT/adapter.json" > "$OUT/adapter.md" 2>&1
+cat "$OUT/adapter.md"
+
 step "done"

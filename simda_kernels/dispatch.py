@@ -6,11 +6,11 @@ import warnings
 
 import torch
 
-from simda_kernels import lsa, reference
-from simda_kernels._checks import check_backend, check_lsa_inputs
+from simda_kernels import lsa, reference, temporal_adapter
+from simda_kernels._checks import check_backend, check_lsa_inputs, check_temporal_adapter_inputs
 
 LSA_BACKENDS = ("auto", "reference", "triton")
-ADAPTER_BACKENDS = ("auto", "reference")
+ADAPTER_BACKENDS = ("auto", "reference", "cuda")
 _warned: set[str] = set()
 
 
@@ -97,10 +97,41 @@ def latent_shift_attention(
     return reference.latent_shift_attention(q, k, v, frames, height, width, layout, scale)
 
 
+def _adapter_backend(backend, x):
+    if backend == "reference":
+        return "reference"
+    if backend == "cuda":
+        if not x.is_cuda:
+            raise ValueError(f"backend='cuda' needs CUDA tensors; x is on {x.device}")
+        if x.dtype == torch.float64:
+            raise TypeError("backend='cuda' supports fp16, bf16 and fp32; x is float64")
+        if temporal_adapter.extension() is None:
+            raise RuntimeError(
+                f"backend='cuda': {temporal_adapter.extension_error()}; build it with "
+                "`pip install --no-build-isolation .` or set SIMDA_JIT_BUILD=1"
+            )
+        return "cuda"
+    if not x.is_cuda or x.dtype == torch.float64:
+        return "reference"
+    if temporal_adapter.extension() is None:
+        warn_once(
+            "adapter-no-ext",
+            f"{temporal_adapter.extension_error()}: the temporal "
+            "adapter falls back to the PyTorch reference on CUDA",
+        )
+        return "reference"
+    return "cuda"
+
+
 def fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act="gelu", backend="auto"):
     """``TConv(act(W_down x + b))`` (see ``simda_kernels.reference.fused_temporal_adapter``).
 
-    x: (B, C, F, H, W) -> (B, R, F, H, W).
+    x: (B, C, F, H, W) -> (B, R, F, H, W). backend: ``"auto"`` (the CUDA extension for CUDA
+    tensors when it is built, else the reference, with a warning on CUDA), ``"cuda"`` (force
+    the extension) or ``"reference"``.
     """
     check_backend(backend, ADAPTER_BACKENDS)
+    check_temporal_adapter_inputs(x, w_down, b_down, conv_w, conv_b, act, reference.TEMPORAL_ACTS)
+    if _adapter_backend(backend, x) == "cuda":
+        return torch.ops.simda.fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act)
     return reference.fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act)

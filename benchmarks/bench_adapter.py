@@ -1,0 +1,160 @@
+"""Temporal adapter: eager PyTorch vs torch.compile vs the fused CUDA kernel.
+
+    python -m benchmarks.bench_adapter [--dtype fp16 bf16] [--json out.json]
+
+One run, one card: SD-1.5 shapes (B=2 x 16 frames at 32x32 and 64x64 latents, C in
+{320, 640, 1280}; 2 x 24 frames at 64x64), forward and forward+backward medians, activation
+memory saved for backward, achieved bandwidth (read x, write y) and TFLOP/s against this card's
+copy and bf16 matmul rates measured in the same run. Eager is the module as diffusers-style code
+writes it: 1x1x1 Conv3d, GELU, depthwise (3,1,1) Conv3d. Without a GPU: tiny CPU smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+import simda_kernels
+from benchmarks.bench_lsa import DTYPES, bench_ms, matmul_tflops
+
+GPU_SHAPES = [  # (B, C, F, H, W)
+    (2, 320, 16, 32, 32),
+    (2, 320, 16, 64, 64),
+    (2, 640, 16, 32, 32),
+    (2, 640, 16, 64, 64),
+    (2, 1280, 16, 32, 32),
+    (2, 320, 24, 64, 64),
+]
+CPU_SHAPES = [(1, 32, 4, 8, 8)]
+
+
+def eager(x, w_down, b_down, conv_w, conv_b):
+    r, c = w_down.shape
+    h = F.gelu(F.conv3d(x, w_down.view(r, c, 1, 1, 1), b_down))
+    return F.conv3d(h, conv_w.view(r, 1, 3, 1, 1), conv_b, padding=(1, 0, 0), groups=r)
+
+
+def copy_tbps(device) -> float | None:
+    if device != "cuda":
+        return None
+    a = torch.empty(1 << 28, device=device, dtype=torch.uint8)
+    b = torch.empty_like(a)
+    return 2 * a.numel() / bench_ms(lambda: b.copy_(a), device) / 1e9
+
+
+def saved_mib(fn, *leaves) -> float:
+    """Bytes autograd keeps for backward beyond the inputs themselves."""
+    inputs = {t.data_ptr() for t in leaves}
+    total = [0]
+
+    def pack(t):
+        if t.data_ptr() not in inputs:
+            total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*leaves)
+    return total[0] / 2**20
+
+
+def run_shape(b, c, frames, h, w, dtype, device):
+    r = c // 2
+    # diffusers' (B*F, C, H, W) feature map seen as a video: no copy.
+    x = torch.randn(b, frames, c, h, w, device=device, dtype=dtype).transpose(1, 2)
+    p = [torch.randn(s, device=device, dtype=dtype) * 0.05 for s in ((r, c), (r,), (r, 3), (r,))]
+    fused_backend = "cuda" if device == "cuda" else "reference"
+
+    def fused(x, *p):
+        return simda_kernels.fused_temporal_adapter(x, *p, backend=fused_backend)
+
+    compiled = torch.compile(eager) if device == "cuda" else eager
+    paths = {"eager": eager, "compiled": compiled, "fused": fused}
+    row = {"shape": f"{b}x{c}x{frames}x{h}x{w}", "dtype": str(dtype).split(".")[-1]}
+    leaves = [x.detach().requires_grad_(), *[t.requires_grad_() for t in p]]
+    grad = torch.randn(b, r, frames, h, w, device=device, dtype=dtype)
+    for name, fn in paths.items():
+        with torch.no_grad():
+            row[f"{name}_ms"] = bench_ms(lambda fn=fn: fn(x, *p), device)
+
+        def step(fn=fn):
+            torch.autograd.grad(fn(*leaves), leaves, grad)
+
+        row[f"{name}_fwdbwd_ms"] = bench_ms(step, device)
+        row[f"{name}_saved_mib"] = saved_mib(fn, *leaves)
+    moved = (x.numel() + b * r * frames * h * w) * x.element_size()
+    row["fused_gbps"] = moved / row["fused_ms"] / 1e6
+    row["fused_tflops"] = 2 * b * frames * h * w * c * r / row["fused_ms"] / 1e9
+    return row
+
+
+def floor_ms(b, c, frames, h, w, element_size, copy, matmul):
+    """Read x once and write y once at the copy rate, or the GEMM at the matmul rate."""
+    tokens = b * frames * h * w
+    moved = (c + c // 2) * tokens * element_size
+    return max(moved / (copy * 1e9), 2 * tokens * c * (c // 2) / (matmul * 1e9))
+
+
+def markdown(rows, copy, matmul) -> str:
+    lines = [
+        "| dtype | B x C x F x H x W | eager ms | compiled ms | fused ms | eager / fused "
+        "| compiled / fused | fused / floor | fwd+bwd eager / fused | saved MiB eager / fused "
+        "| fused GB/s | fused TFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        floor = "-" if r["floor_ms"] is None else f"{r['fused_ms'] / r['floor_ms']:.1f}x"
+        bw = f"{r['fused_gbps']:.0f}" + (
+            "" if copy is None else f" ({100 * r['fused_gbps'] / 1e3 / copy:.0f}%)"
+        )
+        tf = f"{r['fused_tflops']:.1f}" + (
+            "" if matmul is None else f" ({100 * r['fused_tflops'] / matmul:.0f}%)"
+        )
+        lines.append(
+            f"| {r['dtype']} | {r['shape']} | {r['eager_ms']:.3f} | {r['compiled_ms']:.3f} | "
+            f"{r['fused_ms']:.3f} | {r['eager_ms'] / r['fused_ms']:.2f} | "
+            f"{r['compiled_ms'] / r['fused_ms']:.2f} | {floor} | "
+            f"{r['eager_fwdbwd_ms'] / r['fused_fwdbwd_ms']:.2f} | "
+            f"{r["eager_saved_mib"]:.1f} / {r["fused_saved_mib"]:.1f} | {bw} | {tf} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", nargs="+", default=["fp16", "bf16"], choices=tuple(DTYPES))
+    parser.add_argument("--json", help="write the raw rows here")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    card = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, reference only)"
+    copy, matmul = copy_tbps(device), matmul_tflops(device)
+    print(f"# temporal adapter on {card}, torch {torch.__version__}")
+    if copy:
+        print(f"device copy: {copy:.2f} TB/s, bf16 8192^3 matmul: {matmul:.0f} TFLOP/s")
+    rows = []
+    for dt in args.dtype:
+        for shape in GPU_SHAPES if device == "cuda" else CPU_SHAPES:
+            row = run_shape(*shape, DTYPES[dt], device)
+            elem = torch.finfo(DTYPES[dt]).bits // 8
+            row["floor_ms"] = floor_ms(*shape, elem, copy, matmul) if copy else None
+            rows.append(row)
+    print(markdown(rows, copy, matmul))
+    speedups = [r["eager_ms"] / r["fused_ms"] for r in rows]
+    print(
+        f"\nforward geometric-mean speed-up over eager: {statistics.geometric_mean(speedups):.2f}x"
+    )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"card": card, "copy_tbps": copy, "matmul_tflops": matmul, "rows": rows},
+                f,
+                indent=1,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The fused temporal adapter op: CUDA kernels of ``simda_kernels._C`` behind a custom op.
+
+    y = TConv(act(W_down x + b_down))      x: (B, C, F, H, W) -> y: (B, R, F, H, W)
+
+Forward: one kernel (GEMM on tensor cores, bias, GELU, 3-tap conv over frames in shared
+memory); only ``y`` is written. Backward recomputes the pre-activation instead of saving it
+(saving it would cost as much memory as the eager path's intermediates, recomputing costs one
+GEMM), so autograd keeps nothing but ``x`` and the weights. With ``p = W_down x + b_down``,
+``a = act(p)`` and ``da[f] = w0 dy[f+1] + w1 dy[f] + w2 dy[f-1]``:
+
+    dp = da * act'(p)          dW_down = dp x^T        dx = W_down^T dp
+    db_down = sum dp           dconv_w[:, k] = sum dy[f] a[f+k-1]      dconv_b = sum dy
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from simda_kernels import reference
+
+_EXT = None
+_EXT_ERROR: str | None = None
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+
+
+def extension(jit: bool | None = None):
+    """The compiled ``simda_kernels._C``, or ``None`` when it is not available.
+
+    A prebuilt extension (``pip install --no-build-isolation .``) is used first. Otherwise,
+    with ``jit=True`` or ``SIMDA_JIT_BUILD=1``, it is compiled just in time from ``csrc/`` of
+    a source checkout with ``torch.utils.cpp_extension.load`` (about a minute, cached).
+    """
+    global _EXT, _EXT_ERROR
+    if _EXT is not None:
+        return _EXT
+    try:
+        from simda_kernels import _C
+
+        _EXT = _C
+        return _EXT
+    except ImportError as exc:
+        _EXT_ERROR = f"simda_kernels._C is not built ({exc})"
+    if jit is None:
+        jit = os.environ.get("SIMDA_JIT_BUILD", "0") == "1"
+    if jit:
+        _EXT = _jit_build()
+    return _EXT
+
+
+def extension_error() -> str:
+    return _EXT_ERROR or "simda_kernels._C is not available"
+
+
+def _jit_build():
+    from torch.utils import cpp_extension
+
+    sources = [
+        os.path.join(CSRC, name)
+        for name in sorted(os.listdir(CSRC))
+        if name.endswith((".cpp", ".cu"))
+    ]
+    if not sources:
+        raise RuntimeError(f"JIT build needs the CUDA sources in {CSRC} (a source checkout)")
+    return cpp_extension.load(
+        name="simda_kernels_C",
+        sources=sources,
+        extra_include_paths=[CSRC],
+        extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-diag-suppress=3189"],
+        verbose=os.environ.get("SIMDA_JIT_VERBOSE", "0") == "1",
+    )
+
+
+def _act_grad(p, act):
+    if act == "none":
+        return torch.ones_like(p)
+    cdf = 0.5 * (1.0 + torch.erf(p * (1.0 / math.sqrt(2.0))))
+    return cdf + p * torch.exp(-0.5 * p * p) / math.sqrt(2.0 * math.pi)
+
+
+def reference_backward(grad, x, w_down, b_down, conv_w, act):
+    """The op's backward written out in PyTorch (it runs as a kernel: no autograd inside)."""
+    r = w_down.shape[0]
+    compute = torch.promote_types(x.dtype, torch.float32)
+    g, xf, wf = grad.to(compute), x.to(compute), w_down.to(compute)
+    p = torch.einsum("bcfhw,rc->brfhw", xf, wf) + b_down.to(compute).view(1, r, 1, 1, 1)
+    a = F.gelu(p) if act == "gelu" else p
+    # Transposed 3-tap conv: da[f] = w0 dy[f+1] + w1 dy[f] + w2 dy[f-1].
+    da = F.conv3d(g, conv_w.to(compute).flip(-1).view(r, 1, 3, 1, 1), padding=(1, 0, 0), groups=r)
+    dp = da * _act_grad(p, act)
+    frames = x.shape[2]
+    a_pad = F.pad(a, (0, 0, 0, 0, 1, 1))
+    dconv_w = torch.stack(
+        [(g * a_pad[:, :, k : k + frames]).sum((0, 2, 3, 4)) for k in range(3)], 1
+    )
+    return (
+        torch.einsum("rc,brfhw->bcfhw", wf, dp).to(x.dtype),
+        torch.einsum("brfhw,bcfhw->rc", dp, xf).to(x.dtype),
+        dp.sum((0, 2, 3, 4)).to(x.dtype),
+        dconv_w.to(x.dtype),
+        g.sum((0, 2, 3, 4)).to(x.dtype),
+    )
+
+
+def _require_extension():
+    ext = extension()
+    if ext is None:
+        raise RuntimeError(
+            f"{extension_error()}: build it with `pip install --no-build-isolation .` on a CUDA "
+            "machine, or set SIMDA_JIT_BUILD=1 to compile it on first use"
+        )
+    return ext
+
+
+@torch.library.custom_op("simda::fused_temporal_adapter", mutates_args=())
+def adapter_op(
+    x: torch.Tensor,
+    w_down: torch.Tensor,
+    b_down: torch.Tensor,
+    conv_w: torch.Tensor,
+    conv_b: torch.Tensor,
+    act: str,
+) -> torch.Tensor:
+    return _require_extension().temporal_adapter_forward(x, w_down, b_down, conv_w, conv_b, act)
+
+
+@torch.library.custom_op("simda::fused_temporal_adapter_backward", mutates_args=())
+def adapter_backward_op(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    w_down: torch.Tensor,
+    b_down: torch.Tensor,
+    conv_w: torch.Tensor,
+    act: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(
+        _require_extension().temporal_adapter_backward(grad, x, w_down, b_down, conv_w, act)
+    )
+
+
+@adapter_op.register_kernel("cpu")
+def _adapter_cpu(x, w_down, b_down, conv_w, conv_b, act):
+    return reference.fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act).contiguous()
+
+
+@adapter_backward_op.register_kernel("cpu")
+def _adapter_backward_cpu(grad, x, w_down, b_down, conv_w, act):
+    return tuple(t.contiguous() for t in reference_backward(grad, x, w_down, b_down, conv_w, act))
+
+
+@adapter_op.register_fake
+def _adapter_fake(x, w_down, b_down, conv_w, conv_b, act):
+    b, _, f, h, w = x.shape
+    return x.new_empty((b, w_down.shape[0], f, h, w))
+
+
+def _dx_like(x):
+    """dx as the kernels return it: on CUDA in x's order of frames and channels (the binding
+    copies x first when H, W do not flatten), on CPU contiguous."""
+    b, c, f, h, w = x.shape
+    tokens_flat = x.stride(3) == w * x.stride(4) or h == 1
+    if x.device.type == "cuda" and tokens_flat and x.stride(2) > x.stride(1):
+        return x.new_empty((b, f, c, h, w)).permute(0, 2, 1, 3, 4)
+    return x.new_empty((b, c, f, h, w))
+
+
+@adapter_backward_op.register_fake
+def _adapter_backward_fake(grad, x, w_down, b_down, conv_w, act):
+    return (
+        _dx_like(x),
+        torch.empty_like(w_down),
+        torch.empty_like(b_down),
+        torch.empty_like(conv_w),
+        w_down.new_empty(w_down.shape[:1]),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x, w_down, b_down, conv_w, _conv_b, ctx.act = inputs
+    ctx.save_for_backward(x, w_down, b_down, conv_w)
+
+
+def _backward(ctx, grad):
+    x, w_down, b_down, conv_w = ctx.saved_tensors
+    return (*adapter_backward_op(grad.contiguous(), x, w_down, b_down, conv_w, ctx.act), None)
+
+
+adapter_op.register_autograd(_backward, setup_context=_setup_context)

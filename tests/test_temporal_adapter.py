@@ -1,0 +1,187 @@
+"""The fused temporal adapter op: CPU kernel, backward formulas, registration, dispatch; the
+CUDA kernels against the reference on a GPU."""
+
+import math
+
+import pytest
+import torch
+
+import simda_kernels
+from simda_kernels import reference, temporal_adapter
+from tests.conftest import requires_cuda
+
+
+def params(c, r, dtype=torch.float64, device="cpu"):
+    return [
+        torch.randn(shape, dtype=dtype, device=device) for shape in ((r, c), (r,), (r, 3), (r,))
+    ]
+
+
+@pytest.mark.parametrize("act", reference.TEMPORAL_ACTS)
+@pytest.mark.parametrize("frames", [1, 2, 5])
+def test_backward_formulas_match_autograd(act, frames):
+    x = torch.randn(2, 6, frames, 3, 5, dtype=torch.float64, requires_grad=True)
+    p = [t.requires_grad_() for t in params(6, 3)]
+    grad = torch.randn(2, 3, frames, 3, 5, dtype=torch.float64)
+    y = reference.fused_temporal_adapter(x, *p, act=act)
+    want = torch.autograd.grad(y, [x, *p], grad)
+    got = temporal_adapter.reference_backward(grad, x.detach(), *[t.detach() for t in p[:3]], act)
+    for name, a, b in zip(
+        ("dx", "dw_down", "db_down", "dconv_w", "dconv_b"), got, want, strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_opcheck_cpu():
+    x = torch.randn(2, 4, 3, 2, 3, requires_grad=True)
+    p = [t.float().requires_grad_() for t in params(4, 2)]
+    torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (x, *p, "gelu"))
+
+
+def test_torch_compile_fullgraph_cpu():
+    x = torch.randn(1, 4, 3, 2, 2, requires_grad=True)
+    p = [t.float().requires_grad_() for t in params(4, 2)]
+
+    def adapter(x, *p):
+        return torch.ops.simda.fused_temporal_adapter(x, *p, "gelu") * 2
+
+    compiled = torch.compile(adapter, backend="aot_eager", fullgraph=True)
+    out = compiled(x, *p)
+    torch.testing.assert_close(out, adapter(x, *p))
+    got = torch.autograd.grad(out.sum(), [x, *p])
+    want = torch.autograd.grad(adapter(x, *p).sum(), [x, *p])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_auto_on_cpu_is_the_reference():
+    x = torch.randn(1, 4, 3, 2, 2, dtype=torch.float64)
+    p = params(4, 2)
+    torch.testing.assert_close(
+        simda_kernels.fused_temporal_adapter(x, *p), reference.fused_temporal_adapter(x, *p)
+    )
+
+
+def test_cuda_backend_needs_cuda_tensors():
+    x = torch.randn(1, 4, 3, 2, 2)
+    with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
+        simda_kernels.fused_temporal_adapter(x, *params(4, 2, torch.float32), backend="cuda")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"backend": "triton"}, ValueError, "backend must be one of"),
+        ({"act": "relu"}, ValueError, "act must be one of"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    x = torch.randn(1, 4, 3, 2, 2)
+    with pytest.raises(error, match=match):
+        simda_kernels.fused_temporal_adapter(x, *params(4, 2, torch.float32), **kwargs)
+
+
+def test_model_adapter_routes_through_the_entry_point(monkeypatch):
+    import simda
+
+    calls = []
+    real = simda_kernels.fused_temporal_adapter
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(simda_kernels, "fused_temporal_adapter", spy)
+    adapter = simda.TemporalAdapter(8)
+    adapter(torch.randn(6, 8, 3, 3), frames=3)
+    assert calls == ["reference"]
+
+
+def test_extension_missing_is_explained(monkeypatch):
+    monkeypatch.setattr(temporal_adapter, "_EXT", None)
+    monkeypatch.setattr(temporal_adapter, "extension", lambda jit=None: None)
+    with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
+        temporal_adapter._require_extension()
+
+
+# ----------------------------------------------------------------------------- GPU
+
+TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+
+
+def poison_cuda_allocator():
+    """Fill freed blocks of the caching allocator with NaN so unwritten outputs show."""
+    blocks = [torch.full((n,), math.nan, device="cuda") for n in (1 << 16, 1 << 20, 1 << 24)]
+    del blocks
+
+
+def layouts(b, c, frames, h, w, dtype):
+    """The layouts the op must read: NCDHW, diffusers' (B*F, C, H, W) viewed as video,
+    channels-last, and a channel slice of a larger tensor."""
+    base = torch.randn(b, c, frames, h, w, device="cuda", dtype=dtype)
+    folded = torch.randn(b, frames, c, h, w, device="cuda", dtype=dtype).transpose(1, 2)
+    last = torch.randn(b, frames, h, w, c, device="cuda", dtype=dtype).permute(0, 4, 1, 2, 3)
+    sliced = torch.randn(b, c + 3, frames, h, w, device="cuda", dtype=dtype)[:, 2 : 2 + c]
+    return {"ncdhw": base, "folded": folded, "channels_last": last, "sliced": sliced}
+
+
+def check(x, act):
+    dtype = x.dtype
+    c = x.shape[1]
+    p = [t.to(dtype) for t in params(c, c // 2, torch.float32, "cuda")]
+    grad = torch.randn(x.shape[0], c // 2, *x.shape[2:], device="cuda", dtype=dtype)
+    poison_cuda_allocator()
+    leaves = [x.detach().requires_grad_(), *[t.requires_grad_() for t in p]]
+    y = simda_kernels.fused_temporal_adapter(*leaves, act=act, backend="cuda")
+    grads = torch.autograd.grad(y, leaves, grad)
+    exact = [t.detach().double().requires_grad_() for t in leaves]
+    want = reference.fused_temporal_adapter(*exact, act=act)
+    want_grads = torch.autograd.grad(want, exact, grad.double())
+    low = [t.detach().requires_grad_() for t in leaves]
+    base = reference.fused_temporal_adapter(*low, act=act)
+    base_grads = torch.autograd.grad(base, low, grad)
+    for name, got, ref, own in zip(
+        ("y", "dx", "dw_down", "db_down", "dconv_w", "dconv_b"),
+        (y, *grads),
+        (want, *want_grads),
+        (base, *base_grads),
+        strict=True,
+    ):
+        assert got.shape == ref.shape and got.dtype == dtype, name
+        assert torch.isfinite(got).all(), f"{name}: unwritten (NaN) elements"
+        scale = ref.abs().max().item() + 1e-6
+        err = (got.double() - ref).abs().max().item() / scale
+        bar = max(2 * (own.double() - ref).abs().max().item() / scale, TOL[dtype])
+        assert err <= bar, f"{name}: relative error {err:.2e} > {bar:.2e}"
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("frames", [1, 2, 3, 16, 24])
+@pytest.mark.parametrize("channels", [8, 320, 640, 1280])
+def test_gpu_matches_reference(dtype, frames, channels):
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    h, w = (9, 7) if channels > 320 else (16, 13)
+    check(layouts(2, channels, frames, h, w, dtype)["ncdhw"], "gelu")
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last", "sliced"])
+@pytest.mark.parametrize("act", reference.TEMPORAL_ACTS)
+def test_gpu_layouts(layout, act):
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    check(layouts(2, 64, 5, 11, 13, torch.float16)[layout], act)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_gpu_opcheck():
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    x = torch.randn(2, 5, 3, 16, device="cuda").view(2, 5, 3, 4, 4).requires_grad_()
+    p = [t.float().requires_grad_() for t in params(5, 2, torch.float32, "cuda")]
+    torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (x, *p, "gelu"))
