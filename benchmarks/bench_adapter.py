@@ -118,7 +118,7 @@ def markdown(rows, copy, matmul) -> str:
             f"{r['fused_ms']:.3f} | {r['eager_ms'] / r['fused_ms']:.2f} | "
             f"{r['compiled_ms'] / r['fused_ms']:.2f} | {floor} | "
             f"{r['eager_fwdbwd_ms'] / r['fused_fwdbwd_ms']:.2f} | "
-            f"{r["eager_saved_mib"]:.1f} / {r["fused_saved_mib"]:.1f} | {bw} | {tf} |"
+            f"{r['eager_saved_mib']:.1f} / {r['fused_saved_mib']:.1f} | {bw} | {tf} |"
         )
     return "\n".join(lines)
 
