@@ -88,10 +88,11 @@ setup(
         "numpy",
         "tqdm",
         "imageio",
+        "imageio-ffmpeg",
         "pillow",
+        "matplotlib",
     ],
     extras_require={
-        "video": ["imageio-ffmpeg"],
         "text": ["transformers"],
         "bench": ["pytest-benchmark", "matplotlib"],
     },

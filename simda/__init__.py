@@ -5,6 +5,8 @@ adapter parameters: spatial adapters, temporal adapters and latent-shift attenti
 """
 
 from simda.adapters import SpatialAdapter, TemporalAdapter
+from simda.checkpoint import load_adapters, save_adapters
+from simda.optimize import optimize, restore
 from simda.presets import PRESETS, build_unet
 from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, count_parameters, inflate
 
@@ -17,5 +19,9 @@ __all__ = [
     "build_unet",
     "count_parameters",
     "inflate",
+    "load_adapters",
+    "optimize",
+    "restore",
+    "save_adapters",
 ]
 __version__ = "0.1.0"

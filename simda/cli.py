@@ -1,46 +1,403 @@
-"""The ``simda`` command."""
+"""The ``simda`` command: demo, generate, edit, train, superres, bench.
+
+Every command takes ``--seed``, ``--device``, ``--dtype`` and ``--output`` (default ``out/``),
+shows progress bars on long loops and writes mp4 + gif with the settings beside them (JSON).
+User errors print one line and exit with code 2 (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import sys
 import time
 
+import numpy as np
 import torch
 
+from simda.errors import SimDAError
 
-def _demo(args) -> int:
-    import simda
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise SimDAError(f"--device {name!r} is not a device ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SimDAError(f"--device {name} needs a CUDA GPU, and this machine has none")
+    return device
+
+
+def _dtype(args, device) -> torch.dtype:
+    dtype = DTYPES[args.dtype]
+    if dtype == torch.float16 and device.type != "cuda":
+        raise SimDAError("--dtype fp16 needs --device cuda (use fp32 or bf16 on CPU)")
+    if getattr(args, "mixed_precision", None) and device.type != "cuda":
+        raise SimDAError("--mixed-precision needs --device cuda")
+    return dtype
+
+
+def load_pipeline(args, device=None):
+    """The model of ``--model`` (a folder), else the built-in default."""
+    from simda.pipelines import SimDAPipeline
+
+    device = device or _device(args.device)
+    dtype = _dtype(args, device)
     torch.manual_seed(args.seed)
-    model = simda.build_unet("tiny").eval()
-    counts = simda.count_parameters(model)
-    sample = torch.randn(1, 4, args.frames, 8, 8)
-    text = torch.randn(1, 8, model.config.cross_attention_dim)
+    if args.model:
+        pipe = SimDAPipeline.from_pretrained(
+            args.model, adapters=args.adapters, device=device, dtype=dtype
+        )
+    else:
+        pipe = default_pipeline(device, dtype, args.seed)
+        if args.adapters:
+            from simda.checkpoint import load_adapters
+
+            load_adapters(pipe.unet, args.adapters)
+    if not args.no_optimize:
+        from simda.optimize import optimize
+
+        optimize(pipe)
+    return pipe
+
+
+def default_pipeline(device, dtype, seed=0):
+    """The model used without ``--model``: the shipped toy-world model when present, else a
+    randomly initialised tiny model."""
+    from simda.pipelines import SimDAPipeline
+
+    shipped = os.path.join(os.path.dirname(__file__), "assets", "toyworld")
+    if os.path.isfile(os.path.join(shipped, "model_index.json")):
+        return SimDAPipeline.from_pretrained(shipped, device=device, dtype=dtype)
+    return SimDAPipeline.from_preset("tiny", seed=seed, device=device, dtype=dtype)
+
+
+def slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "video"
+
+
+def write_outputs(output: str, name: str, frames: np.ndarray, settings: dict, fps: int = 8):
+    from simda.video import write_video
+
+    os.makedirs(output, exist_ok=True)
+    paths = [
+        write_video(os.path.join(output, f"{name}.mp4"), frames, fps),
+        write_video(os.path.join(output, f"{name}.gif"), frames, fps),
+    ]
+    png = os.path.join(output, f"{name}.png")
+    from PIL import Image
+
+    Image.fromarray(np.concatenate(list(frames), axis=1)).save(png)  # all frames in a row
+    meta = os.path.join(output, f"{name}.json")
+    with open(meta, "w") as f:
+        json.dump(settings, f, indent=1, default=str)
+    return [*paths, png, meta]
+
+
+def _settings(args, **extra) -> dict:
+    skip = {"func", "debug"}
+    return {
+        **{k: v for k, v in vars(args).items() if k not in skip},
+        **extra,
+        "torch": torch.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_generate(args) -> int:
+    pipe = load_pipeline(args)
+    generator = torch.Generator().manual_seed(args.seed)
+    size = args.size or pipe.default_size
     start = time.perf_counter()
-    with torch.no_grad():
-        out = model(sample, 500, text)
-    elapsed = time.perf_counter() - start
-    print(f"SimDA tiny UNet: {counts['trainable']:,} trainable / {counts['total']:,} parameters")
-    print(f"forward of {tuple(sample.shape)} -> {tuple(out.shape)} in {elapsed * 1e3:.1f} ms")
-    sd15 = simda.count_parameters(simda.build_unet("sd15", device="meta"))
-    print(f"SimDA sd15 UNet: {sd15['trainable']:,} trainable / {sd15['total']:,} parameters")
+    out = pipe(
+        args.prompt,
+        num_frames=args.frames,
+        height=size,
+        width=size,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        negative_prompt=args.negative,
+        generator=generator,
+        progress=not args.quiet,
+    )
+    seconds = time.perf_counter() - start
+    name = args.name or f"{slug(args.prompt)}-s{args.seed}"
+    for path in write_outputs(
+        args.output, name, out.frames[0], _settings(args, seconds=round(seconds, 3))
+    ):
+        print(path)
     return 0
+
+
+def cmd_edit(args) -> int:
+    from simda.pipelines import edit_video
+    from simda.video import read_video, side_by_side
+
+    pipe = load_pipeline(args)
+    size = args.size or pipe.default_size
+    frames = read_video(args.video, args.frames, (size, size))
+    result = edit_video(
+        pipe,
+        frames,
+        args.prompt,
+        args.edit,
+        tune_steps=args.tune_steps,
+        lr=args.lr,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        cache_dir=os.path.join(args.output, ".cache"),
+        mixed_precision=args.mixed_precision,
+        progress=not args.quiet,
+    )
+    name = args.name or slug(args.edit)
+    summary = _tuning_summary(result.tuning)
+    write_outputs(args.output, name, result.edit, _settings(args, **summary))
+    grid = side_by_side(result.source, result.reconstruction, result.edit)
+    for path in write_outputs(args.output, f"{name}-side-by-side", grid, _settings(args)):
+        print(path)
+    print(_loss_plot(result.tuning.losses, os.path.join(args.output, f"{name}-loss.png")))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from simda.pipelines import ClipDataset, TrainConfig, make_superres, train
+
+    device = _device(args.device)
+    pipe = load_pipeline(args, device)
+    if args.superres:
+        make_superres(pipe)
+    size = args.size or pipe.default_size
+    dataset = ClipDataset(args.data, args.frames, size, size)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        caption_dropout=args.caption_dropout,
+        gradient_checkpointing=not args.no_checkpointing,
+        mixed_precision=args.mixed_precision,
+        superres_scale=args.superres,
+    )
+    state = train(pipe, dataset, args.output, config, resume=args.resume, progress=not args.quiet)
+    from simda.pipelines.training import _rank_world
+
+    if _rank_world()[0] == 0:
+        if args.save_pipeline:
+            pipe.save_pretrained(args.save_pipeline)
+        print(_loss_plot(state.losses, os.path.join(args.output, "loss.png")))
+        print(os.path.join(args.output, "adapters.safetensors"))
+    return 0
+
+
+def cmd_superres(args) -> int:
+    from simda.pipelines import make_superres, upscale
+    from simda.video import read_video
+
+    pipe = load_pipeline(args)
+    if not pipe.config.get("superres"):
+        make_superres(pipe)
+    low = read_video(args.video, args.frames)
+    frames = upscale(
+        pipe,
+        low,
+        args.prompt,
+        scale=args.scale,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        generator=torch.Generator().manual_seed(args.seed),
+        progress=not args.quiet,
+    )
+    name = args.name or f"{slug(os.path.splitext(os.path.basename(args.video))[0])}-x{args.scale}"
+    for path in write_outputs(args.output, name, frames, _settings(args)):
+        print(path)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from benchmarks import report
+
+    return report.main(args.bench_args)
+
+
+def cmd_demo(args) -> int:
+    from simda.demo import run_demo
+
+    return run_demo(args)
+
+
+def _tuning_summary(tuning) -> dict:
+    return {
+        "tuned_parameters": tuning.tuned_parameters,
+        "seconds_per_step": round(tuning.seconds_per_step, 4),
+        "peak_memory_mib": tuning.peak_memory_mib,
+        "final_loss": tuning.losses[-1] if tuning.losses else None,
+    }
+
+
+def _loss_plot(losses, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(losses, lw=1, alpha=0.5, label="loss")
+    if len(losses) >= 10:
+        k = max(5, len(losses) // 20)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k - 1, len(losses)), smooth, lw=2, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("noise-prediction MSE")
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _common(p, model=True):
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="fp32",
+        help="weights and activations of the UNet (default fp32)",
+    )
+    p.add_argument("--output", default="out", help="output folder (default out/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    if model:
+        p.add_argument(
+            "--model",
+            help="a local diffusers SD-1.x folder (or one saved by simda); "
+            "default: the built-in model",
+        )
+        p.add_argument("--adapters", help="adapter weights (.safetensors) to load")
+        p.add_argument(
+            "--no-optimize",
+            action="store_true",
+            help="keep the reference kernels (skip simda.optimize)",
+        )
+
+
+def _sampling(p, steps=50, guidance=7.5):
+    p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
+    p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
+    p.add_argument("--steps", type=int, default=steps, help=f"DDIM steps (default {steps})")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=guidance,
+        help=f"classifier-free guidance scale (default {guidance})",
+    )
+    p.add_argument("--name", help="output file name without extension")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simda", description="SimDA text-to-video tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the tiny model end to end on CPU")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--frames", type=int, default=8)
-    demo.set_defaults(func=_demo)
+
+    p = sub.add_parser("demo", help="tune, invert and edit a synthetic clip end to end")
+    _common(p)
+    p.add_argument(
+        "--tune-steps", type=int, default=None, help="tuning steps (default: 60 on CPU, 300 on GPU)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: 20 / 50)")
+    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate", help="text to video")
+    p.add_argument("prompt")
+    _common(p)
+    _sampling(p)
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("edit", help="one-shot video editing")
+    p.add_argument("video", help="the clip to edit (mp4, gif, ...)")
+    p.add_argument("--prompt", required=True, help="what the clip shows")
+    p.add_argument("--edit", required=True, help="the edited prompt")
+    _common(p)
+    _sampling(p, guidance=12.5)
+    p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
+    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (5e-5)")
+    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("train", help="train the adapters on captioned clips")
+    p.add_argument("--data", required=True, help="folder of videos + .txt captions, or a CSV")
+    _common(p)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1, help="global batch size")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=0.1,
+        help="fraction of empty captions, for classifier-free guidance",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    p.add_argument("--no-checkpointing", action="store_true", help="no gradient checkpointing")
+    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.add_argument(
+        "--superres",
+        type=int,
+        metavar="SCALE",
+        help="train the super-resolution variant for this scale",
+    )
+    p.add_argument("--save-pipeline", metavar="DIR", help="also save the whole trained model")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("superres", help="video super-resolution")
+    p.add_argument("video")
+    p.add_argument("--prompt", default="", help="what the clip shows")
+    p.add_argument("--scale", type=int, default=2)
+    _common(p)
+    _sampling(p)
+    p.set_defaults(func=cmd_superres)
+
+    p = sub.add_parser("bench", help="benchmark tables and charts (see benchmarks/)")
+    p.add_argument(
+        "bench_args", nargs=argparse.REMAINDER, help="arguments of `python -m benchmarks.report`"
+    )
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SimDAError as exc:
+        if args.debug:
+            raise
+        print(f"simda {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"simda {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

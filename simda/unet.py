@@ -98,11 +98,21 @@ class SimDAUNet(nn.Module):
         return proc.layout if isinstance(proc, LatentShiftAttnProcessor) else "self"
 
     def set_lsa_layout(self, layout: str) -> None:
-        """Switch every block's attention to another layout (``MODEL_LSA_LAYOUTS``)."""
+        """Switch every block's attention to another layout (``MODEL_LSA_LAYOUTS``), keeping
+        the kernel choice of ``simda.optimize``."""
         _check_layout(layout)
         for block in self.unet.modules():
             if isinstance(block, SimDATransformerBlock):
-                block.attn1.set_processor(_make_processor(self.context, layout))
+                old = block.attn1.processor
+                new = _make_processor(self.context, layout)
+                if isinstance(old, LatentShiftAttnProcessor) and isinstance(
+                    new, LatentShiftAttnProcessor
+                ):
+                    new.backend = old.backend
+                    new.__dict__.update(
+                        {k: v for k, v in old.__dict__.items() if k.startswith("_simda")}
+                    )
+                block.attn1.set_processor(new)
 
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()

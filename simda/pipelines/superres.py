@@ -1,0 +1,109 @@
+"""The video super-resolution variant: the UNet sees ``[x_t, x_low]`` on channels.
+
+``x_low`` is the low-resolution clip, upsampled to the target size and encoded by the VAE, so
+it has the latent shape of ``x_t``. Training minimises ``||eps - eps_theta([x_t, x_low], c,
+t)||^2``; sampling concatenates ``x_low`` at every DDIM step. ``conv_in`` is widened from 4 to
+8 input channels with the new weights at zero (the pretrained behaviour is kept at start) and
+trains with the adapters, since it is the only way ``x_low`` enters the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from simda.errors import SimDAError
+from simda.pipelines.t2v import SimDAPipeline
+from simda.video import resize_frames
+
+
+def widen_conv_in(unet2d, extra_channels: int = 4) -> None:
+    """Give ``unet2d.conv_in`` ``extra_channels`` more inputs, zero-initialised, trainable."""
+    old = unet2d.conv_in
+    new = nn.Conv2d(
+        old.in_channels + extra_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels].copy_(old.weight)
+        new.bias.copy_(old.bias)
+    new._simda_trainable = True
+    new.requires_grad_(True)
+    unet2d.conv_in = new
+    unet2d.register_to_config(in_channels=old.in_channels + extra_channels)
+
+
+def make_superres(pipe: SimDAPipeline) -> SimDAPipeline:
+    """Turn a text-to-video pipeline into the super-resolution variant, in place."""
+    unet2d = pipe.unet.unet
+    if unet2d.config.in_channels == 2 * unet2d.config.out_channels:
+        unet2d.conv_in._simda_trainable = True
+        unet2d.conv_in.requires_grad_(True)
+    else:
+        widen_conv_in(unet2d, unet2d.config.out_channels)
+    pipe.config["superres"] = True
+    return pipe
+
+
+def low_res_condition(
+    pipe: SimDAPipeline, low_frames: np.ndarray, height: int, width: int, generator=None
+) -> torch.Tensor:
+    """uint8 low-res clip (F, h, w, 3) -> VAE latents of its upsampled frames (1, 4, F, ...)."""
+    return pipe.encode_video(resize_frames(low_frames, (height, width)), generator=generator)
+
+
+def degrade(frames: np.ndarray, scale: int) -> np.ndarray:
+    """The training input of the variant: the clip downsampled by ``scale``."""
+    h, w = frames.shape[1:3]
+    if h % scale or w % scale:
+        raise SimDAError(f"frames of {h}x{w} pixels cannot be downsampled by {scale}")
+    return resize_frames(frames, (h // scale, w // scale))
+
+
+@torch.no_grad()
+def upscale(
+    pipe: SimDAPipeline,
+    low_frames: np.ndarray,
+    prompt: str,
+    *,
+    scale: int = 4,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    generator=None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Super-resolve a uint8 clip (F, h, w, 3) by ``scale``: uint8 (F, h*scale, w*scale, 3)."""
+    if not pipe.config.get("superres"):
+        raise SimDAError("this pipeline is not a super-resolution model (make_superres)")
+    f, h, w, _ = low_frames.shape
+    height, width = h * scale, w * scale
+    pipe.check_size(f, height, width)
+    extra = low_res_condition(pipe, low_frames, height, width, generator)
+    cond = pipe.encode_prompt([prompt])
+    uncond = pipe.encode_prompt([""])
+    shape = (
+        1,
+        pipe.unet.config.out_channels,
+        f,
+        height // pipe.vae_scale_factor,
+        width // pipe.vae_scale_factor,
+    )
+    noise = torch.randn(shape, generator=generator).to(pipe.device, pipe.dtype)
+    latents = pipe.denoise(
+        noise,
+        cond,
+        uncond,
+        num_inference_steps,
+        guidance_scale,
+        extra=torch.cat([extra] * noise.shape[0]),
+        progress=progress,
+        desc="super-resolving",
+    )
+    return pipe.decode_latents(latents)[0]

@@ -1,0 +1,99 @@
+"""A text stack that needs no files: a hashing word tokenizer and a tiny text encoder.
+
+Stable Diffusion folders bring CLIP's tokenizer and text encoder; the built-in ``tiny`` model
+(and anything trained from scratch, like the toy world) uses these instead.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+import torch
+import torch.nn as nn
+
+PAD, BOS, EOS = 0, 1, 2
+
+
+class WordTokenizer:
+    """Lower-cased words mapped to ids by a stable hash (crc32): no vocabulary file.
+
+    ``tokenizer(texts) -> LongTensor (B, max_length)``: BOS, words, EOS, then PAD.
+    """
+
+    def __init__(self, vocab_size: int = 4096, max_length: int = 16):
+        if vocab_size < 16:
+            raise ValueError(f"vocab_size must be >= 16, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.model_max_length = max_length
+
+    def word_id(self, word: str) -> int:
+        return 3 + zlib.crc32(word.encode()) % (self.vocab_size - 3)
+
+    def __call__(self, texts: str | list[str]) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        ids = torch.full((len(texts), self.model_max_length), PAD, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = re.findall(r"[a-z0-9]+", text.lower())
+            tokens = [BOS, *map(self.word_id, words)][: self.model_max_length - 1] + [EOS]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return ids
+
+    def config(self) -> dict:
+        return {"vocab_size": self.vocab_size, "max_length": self.model_max_length}
+
+
+class TinyTextEncoder(nn.Module):
+    """Token and position embeddings, optional transformer layers, a final LayerNorm.
+
+    forward(input_ids (B, L)) -> (hidden (B, L, dim),), like transformers' text models.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 4096,
+        dim: int = 32,
+        max_length: int = 16,
+        layers: int = 1,
+        heads: int = 2,
+    ):
+        super().__init__()
+        self.settings = {
+            "vocab_size": vocab_size,
+            "dim": dim,
+            "max_length": max_length,
+            "layers": layers,
+            "heads": heads,
+        }
+        self.token = nn.Embedding(vocab_size, dim)
+        self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
+            )
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.settings["dim"]
+
+    def forward(self, input_ids: torch.Tensor):
+        h = self.token(input_ids) + self.position[: input_ids.shape[1]]
+        for layer in self.layers:
+            h = layer(h)
+        return (self.norm(h),)
+
+
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids (B, L) from our tokenizer or a transformers tokenizer (padded to its max)."""
+    if isinstance(tokenizer, WordTokenizer):
+        return tokenizer(texts)
+    return tokenizer(
+        texts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids

@@ -1,0 +1,273 @@
+"""Adapter training on a folder of clips with captions, with checkpoints and exact resume.
+
+Data: a folder of videos (mp4, gif, ...) each with a caption file of the same name (.txt), or
+a CSV with columns ``path,caption`` (paths relative to the CSV). Every training step draws its
+clips, timesteps and noise from a generator seeded by (seed, step), so a run resumed from a
+checkpoint continues exactly as if it had never stopped. Checkpoints (adapters, AdamW state,
+step, losses) are written atomically every ``checkpoint_every`` steps: a killed run loses at
+most that many steps.
+
+Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the adapters train with
+DistributedDataParallel (gloo on CPU, NCCL on GPU): each rank takes its share of the global
+batch, rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
+from simda.errors import SimDAError
+from simda.pipelines.editing import autocast, step_generator, trainable_parameters
+from simda.pipelines.t2v import SimDAPipeline
+from simda.video import VIDEO_SUFFIXES, read_video
+
+
+class ClipDataset:
+    """Captioned clips from a folder (video + .txt) or a CSV (path, caption)."""
+
+    def __init__(self, source: str, num_frames: int, height: int, width: int):
+        self.num_frames, self.size = num_frames, (height, width)
+        self.items = self._index(source)
+        if not self.items:
+            raise SimDAError(
+                f"no captioned clips in {source!r} (expected videos with a .txt "
+                "caption of the same name, or a CSV with path,caption)"
+            )
+        self._frames: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def _index(source: str) -> list[tuple[str, str]]:
+        if os.path.isfile(source) and source.endswith(".csv"):
+            root = os.path.dirname(os.path.abspath(source))
+            with open(source, newline="") as f:
+                rows = list(csv.DictReader(f))
+            if rows and not {"path", "caption"} <= set(rows[0]):
+                raise SimDAError(f"{source!r} needs the columns path,caption")
+            return [(os.path.join(root, r["path"]), r["caption"]) for r in rows]
+        if not os.path.isdir(source):
+            raise SimDAError(f"training data {source!r} is neither a folder nor a .csv file")
+        items = []
+        for name in sorted(os.listdir(source)):
+            stem, suffix = os.path.splitext(name)
+            caption = os.path.join(source, stem + ".txt")
+            if suffix.lower() in VIDEO_SUFFIXES and os.path.isfile(caption):
+                with open(caption) as f:
+                    items.append((os.path.join(source, name), f.read().strip()))
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def frames(self, index: int) -> np.ndarray:
+        if index not in self._frames:
+            self._frames[index] = read_video(self.items[index][0], self.num_frames, self.size)
+        return self._frames[index]
+
+    def caption(self, index: int) -> str:
+        return self.items[index][1]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 1  # global batch (all ranks together)
+    lr: float = 5e-5
+    checkpoint_every: int = 100
+    seed: int = 0
+    caption_dropout: float = 0.0  # replace captions by "" (classifier-free guidance)
+    gradient_checkpointing: bool = True
+    mixed_precision: str | None = None
+    superres_scale: int | None = None
+    log_every: int = 10
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def _rank_world():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _rank_world()
+
+
+class LatentCache:
+    """Per clip: the VAE posterior (mean, std) and the caption embedding, computed once.
+    Latents are sampled from the posterior with the step's generator."""
+
+    def __init__(self, pipe: SimDAPipeline, dataset: ClipDataset, superres_scale=None):
+        self.pipe, self.dataset, self.scale = pipe, dataset, superres_scale
+        self._posterior: dict[int, tuple] = {}
+        self._low: dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def posterior(self, index: int):
+        if index not in self._posterior:
+            frames = self.dataset.frames(index)
+            pixels = torch.from_numpy(frames).to(self.pipe.device).permute(0, 3, 1, 2)
+            dist_ = self.pipe.vae.encode(pixels.float() / 127.5 - 1).latent_dist
+            self._posterior[index] = (dist_.mean, dist_.std)
+        return self._posterior[index]
+
+    def latents(self, indices, generator) -> torch.Tensor:
+        out = []
+        for i in indices:
+            mean, std = self.posterior(i)
+            noise = torch.randn(mean.shape, generator=generator).to(mean)
+            out.append((mean + std * noise).transpose(0, 1))  # (4, F, h, w)
+        return torch.stack(out) * self.pipe.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def low_res(self, indices) -> torch.Tensor:
+        from simda.pipelines.superres import degrade, low_res_condition
+
+        for i in indices:
+            if i not in self._low:
+                frames = self.dataset.frames(i)
+                low = degrade(frames, self.scale)
+                self._low[i] = low_res_condition(
+                    self.pipe, low, *frames.shape[1:3], torch.Generator().manual_seed(i)
+                )[0]
+        return torch.stack([self._low[i] for i in indices])
+
+
+def save_checkpoint(path: str, unet, optimizer, state: TrainState, config: TrainConfig) -> None:
+    os.makedirs(path, exist_ok=True)
+    save_adapters(unet, os.path.join(path, "adapters.safetensors"))
+    opt = optimizer.state_dict()
+    tensors = {
+        f"{i}.{k}": v
+        for i, s in opt["state"].items()
+        for k, v in s.items()
+        if isinstance(v, torch.Tensor)
+    }
+    atomic_save(
+        tensors,
+        os.path.join(path, "optimizer.safetensors"),
+        {"param_groups": json.dumps(opt["param_groups"])},
+    )
+    tmp = os.path.join(path, f"state.json.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump({"state": asdict(state), "config": asdict(config)}, f)
+    os.replace(tmp, os.path.join(path, "state.json"))
+
+
+def load_checkpoint(path: str, unet, optimizer) -> TrainState:
+    state_file = os.path.join(path, "state.json")
+    if not os.path.isfile(state_file):
+        raise SimDAError(f"--resume: no checkpoint in {path!r}")
+    load_adapters(unet, os.path.join(path, "adapters.safetensors"))
+    tensors, meta = read_safetensors(os.path.join(path, "optimizer.safetensors"))
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(
+        {"state": per_param, "param_groups": json.loads(meta["param_groups"])}
+    )
+    with open(state_file) as f:
+        return TrainState(**json.load(f)["state"])
+
+
+def train(
+    pipe: SimDAPipeline,
+    dataset: ClipDataset,
+    output_dir: str,
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainState:
+    """Train the adapters of ``pipe.unet``; returns the step reached and the loss history.
+
+    Writes ``output_dir/checkpoint/`` every ``config.checkpoint_every`` steps and
+    ``output_dir/adapters.safetensors`` at the end.
+    """
+    rank, world = init_distributed(pipe.device)
+    if config.batch_size % world:
+        raise SimDAError(
+            f"batch size {config.batch_size} must be a multiple of the number of "
+            f"processes ({world})"
+        )
+    local = config.batch_size // world
+    unet = pipe.unet
+    params = trainable_parameters(unet)
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    checkpoint = os.path.join(output_dir, "checkpoint")
+    state = load_checkpoint(checkpoint, unet, optimizer) if resume else TrainState()
+    model = unet
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            unet, device_ids=[pipe.device.index] if pipe.device.type == "cuda" else None
+        )
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    cache = LatentCache(pipe, dataset, config.superres_scale)
+    embeddings: dict[str, torch.Tensor] = {}
+
+    def embed(caption: str) -> torch.Tensor:
+        if caption not in embeddings:
+            embeddings[caption] = pipe.encode_prompt([caption])[0]
+        return embeddings[caption]
+
+    steps = pipe.scheduler.config.num_train_timesteps
+    bar = tqdm(
+        range(state.step, config.steps),
+        desc="training",
+        initial=state.step,
+        total=config.steps,
+        disable=not progress or rank != 0,
+    )
+    for step in bar:
+        g = step_generator(config.seed, step)
+        indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
+        drop = (torch.rand(config.batch_size, generator=g) < config.caption_dropout).tolist()
+        latents = cache.latents(indices, g)
+        noise = torch.randn(latents.shape, generator=g).to(latents)
+        t = torch.randint(0, steps, (config.batch_size,), generator=g).to(latents.device)
+        mine = slice(rank * local, (rank + 1) * local)
+        captions = ["" if d else dataset.caption(i) for i, d in zip(indices, drop, strict=True)]
+        cond = torch.stack([embed(c) for c in captions[mine]])
+        noisy = pipe.scheduler.add_noise(latents[mine], noise[mine], t[mine])
+        if config.superres_scale:
+            noisy = torch.cat([noisy, cache.low_res(indices[mine])], 1)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(pipe, config.mixed_precision):
+            pred = model(noisy.to(pipe.dtype), t[mine], cond)
+            loss = torch.nn.functional.mse_loss(pred.float(), noise[mine].float())
+        loss.backward()
+        optimizer.step()
+        loss = loss.detach()
+        if world > 1:  # log the global mean
+            dist.all_reduce(loss)
+            loss /= world
+        state.losses.append(loss.item())
+        state.step = step + 1
+        if step % config.log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(state.losses[-config.log_every :]):.4f}")
+        if rank == 0 and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
+            save_checkpoint(checkpoint, unet, optimizer, state, config)
+    unet.eval()
+    if config.gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
+    if rank == 0:
+        save_adapters(unet, os.path.join(output_dir, "adapters.safetensors"))
+    return state

@@ -1,0 +1,87 @@
+"""The toy world: one coloured shape moving on black, with its caption.
+
+Clips are uint8 (F, H, W, 3); the caption is exactly ``"a {colour} {shape} moving
+{direction}"``. Everything is a function of the seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+CAPTIONS = [f"a {c} {s} moving {d}" for c, s, d in itertools.product(COLOURS, SHAPES, DIRECTIONS)]
+
+
+def caption(colour: str, shape: str, direction: str) -> str:
+    return f"a {colour} {shape} moving {direction}"
+
+
+def parse_caption(text: str) -> tuple[str, str, str]:
+    words = text.split()
+    if len(words) != 5 or words[0] != "a" or words[3] != "moving":
+        raise ValueError(f"not a toy-world caption: {text!r}")
+    return words[1], words[2], words[4]
+
+
+def shape_mask(shape: str, cy: float, cx: float, radius: float, size: int) -> np.ndarray:
+    """Boolean (size, size) mask of a shape centred at (cy, cx)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dy, dx = y - cy, x - cx
+    if shape == "circle":
+        return dy**2 + dx**2 <= radius**2
+    if shape == "square":
+        return (np.abs(dy) <= radius * 0.85) & (np.abs(dx) <= radius * 0.85)
+    # upward triangle: inside the apex-down bounds of three half-planes
+    top, bottom = -radius, radius * 0.8
+    half_width = (dy - top) / (bottom - top) * radius
+    return (dy >= top) & (dy <= bottom) & (np.abs(dx) <= half_width)
+
+
+def render(
+    colour: str,
+    shape: str,
+    direction: str,
+    *,
+    frames: int = 8,
+    size: int = 32,
+    start: tuple[float, float] | None = None,
+    speed: float | None = None,
+    radius: float | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """One clip. Start position and speed are drawn from ``rng`` when not given, so that the
+    shape stays fully inside the frame for the whole clip."""
+    rng = rng or np.random.default_rng(0)
+    radius = radius or size * 0.16
+    speed = speed if speed is not None else rng.uniform(0.045, 0.07) * size
+    travel = speed * (frames - 1)
+    margin = radius + 1
+    dy, dx = DIRECTIONS[direction]
+    if start is None:
+
+        def axis(d):
+            lo = margin + (travel if d < 0 else 0)
+            hi = size - margin - (travel if d > 0 else 0)
+            return rng.uniform(lo, max(lo, hi))
+
+        start = (axis(dy), axis(dx))
+    clip = np.zeros((frames, size, size, 3), np.uint8)
+    for f in range(frames):
+        cy, cx = start[0] + dy * speed * f, start[1] + dx * speed * f
+        clip[f][shape_mask(shape, cy, cx, radius, size)] = COLOURS[colour]
+    return clip
+
+
+def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, str]:
+    """A random clip and its caption, a function of ``seed`` alone."""
+    rng = np.random.default_rng(seed)
+    colour = list(COLOURS)[rng.integers(len(COLOURS))]
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    direction = list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
+    return render(colour, shape, direction, frames=frames, size=size, rng=rng), caption(
+        colour, shape, direction
+    )
