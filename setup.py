@@ -78,7 +78,16 @@ setup(
     name="simda",
     version="0.1.0",
     description="SimDA: fused kernels and adapters that turn SD-1.x into a text-to-video model",
-    packages=find_packages(include=["simda", "simda.*", "simda_kernels", "simda_kernels.*"]),
+    packages=find_packages(
+        include=[
+            "simda",
+            "simda.*",
+            "simda_kernels",
+            "simda_kernels.*",
+            "benchmarks",
+            "benchmarks.*",
+        ]
+    ),
     package_data={"simda_kernels": ["csrc/*"], "simda": ["assets/*"]},
     python_requires=">=3.11",
     install_requires=[

@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=2)
     _common(p)
     _sampling(p)
-    p.set_defaults(func=cmd_superres)
+    p.set_defaults(func=cmd_superres, frames=None)  # all frames of the clip
 
     p = sub.add_parser("bench", help="benchmark tables and charts (see benchmarks/)")
     p.add_argument(

@@ -1,0 +1,197 @@
+"""The ``simda`` command: every subcommand writes readable files; user errors exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from simda import toyworld
+from simda.cli import main
+from simda.video import read_video, write_video
+
+
+@pytest.fixture
+def clip_file(tmp_path):
+    frames, _ = toyworld.sample(0, frames=3, size=64)
+    return write_video(str(tmp_path / "clip.gif"), frames)
+
+
+def outputs(folder, name):
+    return [os.path.join(folder, f"{name}.{ext}") for ext in ("mp4", "gif", "json")]
+
+
+def assert_video(path, frames, size):
+    video = read_video(path)
+    assert video.shape[0] == frames and video.shape[1:3] == size
+
+
+def test_generate_writes_mp4_gif_json(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    code = main(
+        [
+            "generate",
+            "a red circle moving right",
+            "--seed",
+            "3",
+            "--frames",
+            "3",
+            "--steps",
+            "2",
+            "--output",
+            out,
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    mp4, gif, meta = outputs(out, "a-red-circle-moving-right-s3")
+    assert_video(mp4, 3, (64, 64))
+    assert_video(gif, 3, (64, 64))
+    settings = json.load(open(meta))
+    assert settings["prompt"] == "a red circle moving right" and settings["seed"] == 3
+    assert mp4 in capsys.readouterr().out
+
+
+def test_edit(tmp_path, clip_file):
+    out = str(tmp_path / "out")
+    assert (
+        main(
+            [
+                "edit",
+                clip_file,
+                "--prompt",
+                "a red square moving right",
+                "--edit",
+                "a blue square moving right",
+                "--frames",
+                "3",
+                "--tune-steps",
+                "2",
+                "--steps",
+                "2",
+                "--output",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert_video(os.path.join(out, "a-blue-square-moving-right.mp4"), 3, (64, 64))
+    grid = read_video(os.path.join(out, "a-blue-square-moving-right-side-by-side.gif"))
+    assert grid.shape[2] == 3 * 64 + 2 * 2  # input | reconstruction | edit
+    assert os.path.isfile(os.path.join(out, "a-blue-square-moving-right-loss.png"))
+
+
+def test_train_then_generate_with_the_adapters(tmp_path, clip_file):
+    data = tmp_path / "data"
+    data.mkdir()
+    os.replace(clip_file, data / "clip.gif")
+    (data / "clip.txt").write_text("a red square moving right")
+    out = str(tmp_path / "run")
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--frames",
+                "3",
+                "--steps",
+                "3",
+                "--checkpoint-every",
+                "2",
+                "--output",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    adapters = os.path.join(out, "adapters.safetensors")
+    assert os.path.isfile(adapters) and os.path.isfile(os.path.join(out, "loss.png"))
+    assert (
+        main(
+            [
+                "generate",
+                "a red square",
+                "--adapters",
+                adapters,
+                "--frames",
+                "2",
+                "--steps",
+                "1",
+                "--output",
+                out,
+                "--name",
+                "with-adapters",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert_video(os.path.join(out, "with-adapters.mp4"), 2, (64, 64))
+
+
+def test_superres(tmp_path):
+    frames, _ = toyworld.sample(1, frames=2, size=32)
+    low = write_video(str(tmp_path / "low.mp4"), frames)
+    out = str(tmp_path / "out")
+    assert main(["superres", low, "--scale", "2", "--steps", "2", "--output", out, "--quiet"]) == 0
+    assert_video(os.path.join(out, "low-x2.mp4"), 2, (64, 64))
+
+
+def test_demo(tmp_path):
+    out = str(tmp_path / "out")
+    assert main(["demo", "--tune-steps", "2", "--steps", "2", "--output", out, "--quiet"]) == 0
+    for name in ("demo.mp4", "demo.gif", "demo-loss.png", "demo-summary.md"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert "tuned parameters" in open(os.path.join(out, "demo-summary.md")).read()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "x", "--model", "/no/such/folder"], "does not exist"),
+        (["generate", "x", "--size", "60", "--steps", "1"], "multiples of 8 pixels"),
+        (["generate", "x", "--frames", "0"], "num_frames must be >= 1"),
+        (["generate", "x", "--dtype", "fp16", "--device", "cpu"], "fp16 needs --device cuda"),
+        (["edit", "/no/such.mp4", "--prompt", "a", "--edit", "b"], "does not exist"),
+        (["train", "--data", "/no/such/dir"], "neither a folder nor a .csv"),
+        (["generate", "x", "--adapters", "/no/such.safetensors"], "does not exist"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--output", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_video(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video")
+    assert main(["edit", str(bad), "--prompt", "a", "--edit", "b", "--output", str(tmp_path)]) == 2
+    assert "cannot read video" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
+def test_gpu_option_on_a_cpu_machine(capsys, tmp_path):
+    assert main(["generate", "x", "--device", "cuda", "--output", str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_console_script_exit_code_and_debug(tmp_path):
+    cmd = [sys.executable, "-m", "simda.cli", "generate", "x", "--model", str(tmp_path / "no")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_every_command_has_help():
+    for command in ("demo", "generate", "edit", "train", "superres", "bench"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0

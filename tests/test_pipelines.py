@@ -1,0 +1,178 @@
+"""Pipelines end to end on the tiny model: text-to-video, saving and loading, editing,
+super-resolution, adapter files."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import simda
+from simda import toyworld
+from simda.errors import SimDAError
+from simda.pipelines import SimDAPipeline, edit_video, make_superres, tune, upscale
+from simda.pipelines.editing import inverted_latents
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return SimDAPipeline.from_preset("tiny", seed=0)
+
+
+def clip(frames=4, size=64, seed=0):
+    return toyworld.sample(seed, frames=frames, size=size)[0]
+
+
+def perturb_adapters(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adapter" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_text_to_video_shapes_and_determinism(pipe):
+    out = pipe(
+        "a red circle moving right",
+        num_frames=3,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    assert out.frames.shape == (1, 3, 64, 64, 3) and out.frames.dtype == np.uint8
+    assert out.latents.shape == (1, 4, 3, 8, 8)
+    again = pipe(
+        "a red circle moving right",
+        num_frames=3,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    assert np.array_equal(out.frames, again.frames)
+
+
+def test_size_must_fit_the_vae(pipe):
+    with pytest.raises(SimDAError, match="multiples of 8 pixels"):
+        pipe("x", num_frames=2, height=60, width=64, num_inference_steps=1, progress=False)
+
+
+def test_video_round_trip_through_the_vae(pipe):
+    frames = clip()
+    latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (1, 4, 4, 8, 8)
+    decoded = pipe.decode_latents(latents, chunk=3)
+    assert decoded.shape == (1, *frames.shape)
+
+
+def test_save_and_load_pipeline(tmp_path, pipe):
+    perturb_adapters(pipe.unet)
+    pipe.save_pretrained(str(tmp_path / "model"))
+    loaded = SimDAPipeline.from_pretrained(str(tmp_path / "model"))
+    kwargs = dict(num_frames=2, num_inference_steps=2, progress=False)
+    a = pipe("a blue square moving up", generator=torch.Generator().manual_seed(1), **kwargs)
+    b = loaded("a blue square moving up", generator=torch.Generator().manual_seed(1), **kwargs)
+    torch.testing.assert_close(a.latents, b.latents)
+    assert all(
+        f.endswith((".json", ".safetensors")) for _, _, files in os.walk(tmp_path) for f in files
+    )
+
+
+def test_adapter_files_round_trip(tmp_path):
+    model = simda.build_unet("tiny")
+    perturb_adapters(model)
+    path = str(tmp_path / "adapters.safetensors")
+    assert simda.save_adapters(model, path) == simda.count_parameters(model)["trainable"]
+    fresh = simda.build_unet("tiny")
+    simda.load_adapters(fresh, path)
+    for (name, a), b in zip(model.named_parameters(), fresh.parameters(), strict=True):
+        if "adapter" in name:
+            assert torch.equal(a, b), name
+    half = str(tmp_path / "half.safetensors")
+    simda.save_adapters(model, half, dtype=torch.float16)
+    assert os.path.getsize(half) < os.path.getsize(path) * 0.6
+
+
+def test_adapter_file_that_does_not_fit(tmp_path):
+    path = str(tmp_path / "a.safetensors")
+    simda.save_adapters(simda.build_unet("tiny"), path)
+    other = simda.build_unet("tiny", block_out_channels=(32, 32, 64, 64))
+    with pytest.raises(SimDAError, match="do not fit this model: .*shape mismatches"):
+        simda.load_adapters(other, path)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(SimDAError, match="not a readable safetensors file"):
+        simda.load_adapters(other, str(tmp_path / "junk.safetensors"))
+    with pytest.raises(SimDAError, match="does not exist"):
+        simda.load_adapters(other, str(tmp_path / "missing.safetensors"))
+
+
+def test_tuning_trains_only_the_adapters():
+    pipe = SimDAPipeline.from_preset("tiny", seed=3)
+    frozen = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "adapter" not in k}
+    result = tune(pipe, clip(), "a red square moving right", steps=3, lr=1e-3, progress=False)
+    assert len(result.losses) == 3 and all(np.isfinite(result.losses))
+    assert result.tuned_parameters == simda.count_parameters(pipe.unet)["trainable"]
+    assert all(torch.equal(v, frozen[k]) for k, v in pipe.unet.state_dict().items() if k in frozen)
+
+
+def test_edit_video_and_inversion_cache(tmp_path):
+    pipe = SimDAPipeline.from_preset("tiny", seed=4)
+    frames = clip(frames=3)
+    cache = str(tmp_path / "cache")
+    result = edit_video(
+        pipe,
+        frames,
+        "a red square moving right",
+        "a blue square moving right",
+        tune_steps=2,
+        num_inference_steps=3,
+        cache_dir=cache,
+        progress=False,
+    )
+    assert result.edit.shape == frames.shape == result.reconstruction.shape
+    assert len(os.listdir(cache)) == 1
+    latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(0))
+    first = inverted_latents(pipe, latents, 3, cache, progress=False)
+    assert len(os.listdir(cache)) == 1  # reused, not recomputed
+    torch.testing.assert_close(first, pipe.invert(latents, 3, progress=False))
+
+
+@pytest.mark.parametrize("eps_scale", [0.0, 0.01])
+def test_inversion_then_sampling_reconstructs(eps_scale):
+    """DDIM inversion followed by DDIM sampling (same prompt, no guidance) returns to the
+    start: exactly when the noise prediction is zero, closely when it is small and smooth
+    (a random UNet's large, erratic predictions would make any inversion drift)."""
+    pipe = SimDAPipeline.from_preset("tiny", seed=5)
+    with torch.no_grad():
+        pipe.unet.unet.conv_out.weight.mul_(eps_scale)
+        pipe.unet.unet.conv_out.bias.mul_(eps_scale)
+    latents = pipe.encode_video(clip(frames=2), generator=torch.Generator().manual_seed(0))
+    noise = pipe.invert(latents, 20, prompt="", progress=False)
+    cond = pipe.encode_prompt([""])
+    back = pipe.denoise(noise, cond, None, 20, 1.0, progress=False)
+    err = (back - latents).abs().mean() / latents.abs().mean()
+    assert err < (1e-5 if eps_scale == 0 else 0.03), err
+
+
+def test_superres_variant():
+    pipe = make_superres(SimDAPipeline.from_preset("tiny", seed=6))
+    conv = pipe.unet.unet.conv_in
+    assert conv.in_channels == 8 and conv.weight.requires_grad
+    assert torch.count_nonzero(conv.weight[:, 4:]) == 0  # new inputs start at zero
+    low = clip(frames=2, size=32)
+    out = upscale(pipe, low, "a red square", scale=2, num_inference_steps=2, progress=False)
+    assert out.shape == (2, 64, 64, 3)
+    assert "unet.conv_in.weight" in simda.checkpoint.adapter_state_dict(pipe.unet)
+
+
+def test_missing_model_folders(tmp_path):
+    with pytest.raises(SimDAError, match="does not exist"):
+        SimDAPipeline.from_pretrained(str(tmp_path / "nope"))
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(SimDAError, match="missing vae, text_encoder, tokenizer, scheduler"):
+        SimDAPipeline.from_pretrained(str(tmp_path))
+    for part in ("vae", "text_encoder", "tokenizer", "scheduler"):
+        (tmp_path / part).mkdir()
+    (tmp_path / "unet" / "config.json").write_text("{}")
+    (tmp_path / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(SimDAError, match="no .safetensors weights"):
+        SimDAPipeline.from_pretrained(str(tmp_path))

@@ -1,0 +1,79 @@
+"""Adapter training on a folder of clips: data, checkpoints, exact resume."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from simda import toyworld
+from simda.checkpoint import adapter_state_dict
+from simda.errors import SimDAError
+from simda.pipelines import ClipDataset, SimDAPipeline, TrainConfig, train
+from simda.video import write_video
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    for seed in range(3):
+        frames, caption = toyworld.sample(seed, frames=3, size=64)
+        suffix = ".gif" if seed % 2 else ".mp4"
+        write_video(str(root / f"clip{seed}{suffix}"), frames)
+        (root / f"clip{seed}.txt").write_text(caption + "\n")
+    (root / "orphan.gif").write_bytes(b"")  # no caption: ignored
+    return root
+
+
+def run(data_dir, out, steps, resume=False, dropout=0.5):
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    config = TrainConfig(
+        steps=steps, batch_size=2, lr=1e-3, checkpoint_every=2, seed=7, caption_dropout=dropout
+    )
+    state = train(
+        pipe, ClipDataset(str(data_dir), 3, 64, 64), str(out), config, resume=resume, progress=False
+    )
+    return pipe, state
+
+
+def test_dataset_from_folder_and_csv(data_dir, tmp_path):
+    folder = ClipDataset(str(data_dir), 3, 64, 64)
+    assert len(folder) == 3
+    assert folder.frames(0).shape == (3, 64, 64, 3)
+    assert folder.caption(1) == toyworld.sample(1, frames=3, size=64)[1]
+    csv = tmp_path / "clips.csv"
+    csv.write_text("path,caption\n" + f"{data_dir}/clip1.gif,hello world\n")
+    listed = ClipDataset(str(csv), 3, 64, 64)
+    assert len(listed) == 1 and listed.caption(0) == "hello world"
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(SimDAError, match="no captioned clips"):
+        ClipDataset(str(tmp_path), 3, 64, 64)
+    with pytest.raises(SimDAError, match="neither a folder nor a .csv"):
+        ClipDataset(str(tmp_path / "nope"), 3, 64, 64)
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    whole, whole_state = run(data_dir, tmp_path / "whole", 4)
+    run(data_dir, tmp_path / "split", 2)  # "killed" after its step-2 checkpoint
+    resumed, resumed_state = run(data_dir, tmp_path / "split", 4, resume=True)
+    assert resumed_state.step == whole_state.step == 4
+    assert resumed_state.losses == whole_state.losses
+    a, b = adapter_state_dict(whole.unet), adapter_state_dict(resumed.unet)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    files = sorted(os.listdir(tmp_path / "split" / "checkpoint"))
+    assert files == ["adapters.safetensors", "optimizer.safetensors", "state.json"]
+    assert os.path.isfile(tmp_path / "split" / "adapters.safetensors")
+
+
+def test_resume_without_checkpoint(data_dir, tmp_path):
+    with pytest.raises(SimDAError, match="no checkpoint"):
+        run(data_dir, tmp_path / "empty", 2, resume=True)
+
+
+def test_short_training_lowers_the_loss(data_dir, tmp_path):
+    _, state = run(data_dir, tmp_path / "fit", 40, dropout=0.0)
+    first, last = np.mean(state.losses[:10]), np.mean(state.losses[-10:])
+    assert last < first, (first, last)
