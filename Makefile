@@ -40,14 +40,17 @@ cmake-build: setup
 	$(VENV)/bin/cmake --build build/cmake -j "$${MAX_JOBS:-2}"
 	$(PY) scripts/check_extension.py build/cmake
 
+# tests/ for correctness; benchmarks/ once each at tiny CPU sizes (--benchmark-disable).
 test: lint cuda-check
-	TRITON_INTERPRET=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests benchmarks --benchmark-disable $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/simda demo
 
 bench: setup
-	$(PY) -m pytest benchmarks/ --benchmark-only
+	mkdir -p out
+	$(PY) -m pytest benchmarks/ --benchmark-only --benchmark-json out/bench.json
+	$(VENV)/bin/simda bench out/bench.json --output out/bench
 
 clean:
 	rm -rf build out .pytest_cache .benchmarks

@@ -8,7 +8,7 @@ from simda.adapters import SpatialAdapter, TemporalAdapter
 from simda.checkpoint import load_adapters, save_adapters
 from simda.optimize import optimize, restore
 from simda.presets import PRESETS, build_unet
-from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, count_parameters, inflate
+from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, VideoUNet, count_parameters, inflate
 
 __all__ = [
     "MODEL_LSA_LAYOUTS",
@@ -16,6 +16,7 @@ __all__ = [
     "SimDAUNet",
     "SpatialAdapter",
     "TemporalAdapter",
+    "VideoUNet",
     "build_unet",
     "count_parameters",
     "inflate",

@@ -85,3 +85,136 @@ def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, s
     return render(colour, shape, direction, frames=frames, size=size, rng=rng), caption(
         colour, shape, direction
     )
+
+
+# ----------------------------------------------------------------------------- the model
+#
+# Stage 1 is a pixel-space image model: frames of 32x32 RGB are folded 4x4 into channels by a
+# fixed space-to-depth "autoencoder" (8x8x48 latents: lossless, nothing to train, colours
+# exact), and the text is a fixed, non-learned encoding (one random vector per word plus a
+# position vector), so colour, shape and direction words stay distinct for whatever reads them.
+
+VOCAB = ["a", "moving", *COLOURS, *SHAPES, *DIRECTIONS]
+SIZE, FRAMES, FACTOR = 32, 8, 4
+
+
+def base_unet_config() -> dict:
+    from simda.presets import unet2d_config
+
+    return {
+        **unet2d_config("tiny"),
+        "in_channels": 3 * FACTOR**2,
+        "out_channels": 3 * FACTOR**2,
+        "sample_size": SIZE // FACTOR,
+    }
+
+
+def build_pipeline(seed: int = 0):
+    """The untrained toy-world pipeline: image UNet (inflated, adapters at identity), fixed text
+    encoding, space-to-depth autoencoder, DDIM."""
+    import torch
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    from simda.pipelines.pixel import SpaceToDepthAutoencoder
+    from simda.pipelines.t2v import SD_SCHEDULER, SimDAPipeline
+    from simda.pipelines.text import TinyTextEncoder, WordTokenizer
+    from simda.unet import inflate
+
+    torch.manual_seed(seed)
+    config = base_unet_config()
+    tokenizer = WordTokenizer(vocab_size=64, max_length=8, vocab=VOCAB)
+    text = TinyTextEncoder(tokenizer.vocab_size, config["cross_attention_dim"], 8, layers=0)
+    with torch.no_grad():
+        text.token.weight.normal_()  # fixed: never trained
+        text.position.normal_(0.0, 0.3)
+    unet = inflate(UNet2DConditionModel(**config))
+    return SimDAPipeline(
+        unet,
+        SpaceToDepthAutoencoder(FACTOR),
+        text,
+        tokenizer,
+        DDIMScheduler(**SD_SCHEDULER),
+        {"preset": "toyworld", "description": "toy-world text-to-video"},
+    )
+
+
+def frame_batch(seed: int, batch: int):
+    """``batch`` single frames (uint8 (B, 32, 32, 3)) of random clips, and their captions."""
+    rng = np.random.default_rng(seed)
+    frames, captions = [], []
+    for _ in range(batch):
+        clip, text = sample(int(rng.integers(2**31)), frames=FRAMES, size=SIZE)
+        frames.append(clip[rng.integers(FRAMES)])
+        captions.append(text)
+    return np.stack(frames), captions
+
+
+def train_base(
+    output: str,
+    *,
+    steps: int = 3000,
+    batch: int = 64,
+    lr: float = 1e-3,
+    caption_dropout: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Stage 1: train the image model on single frames with their captions (the direction
+    word is there but carries no signal in one frame). Saves the pipeline to ``output``."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from simda.pipelines.editing import step_generator
+
+    pipe = build_pipeline(seed)
+    unet2d = pipe.unet.unet
+    base = [p for n, p in unet2d.named_parameters() if "adapter" not in n]
+    for p in base:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(base, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.05)
+    pipe.unet.train()
+    pipe.unet.set_lsa_layout("self")  # one frame at a time: plain self-attention
+    losses = []
+    bar = tqdm(range(steps), desc="stage 1 (image model)", disable=not progress)
+    for step in bar:
+        frames, captions = frame_batch(seed * 1_000_003 + step, batch)
+        g = step_generator(seed, step)
+        drop = torch.rand(batch, generator=g) < caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        latents = pipe.encode_video(frames[:, None])  # (B, 48, 1, 8, 8)
+        noise = torch.randn(latents.shape, generator=g)
+        t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (batch,), generator=g)
+        noisy = pipe.scheduler.add_noise(latents, noise, t)
+        cond = pipe.encode_prompt(captions)
+        loss = F.mse_loss(pipe.unet(noisy, t, cond), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    for p in base:
+        p.requires_grad_(False)
+    pipe.unet.eval()
+    pipe.unet.set_lsa_layout("paper")
+    pipe.save_pretrained(output)
+    return losses
+
+
+def write_dataset(output: str, clips: int, seed: int = 0) -> str:
+    """``clips`` random clips as GIF + caption .txt, the layout ``simda train --data`` reads."""
+    import os
+
+    from simda.video import write_video
+
+    os.makedirs(output, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(clips):
+        clip, text = sample(int(rng.integers(2**31)), frames=FRAMES, size=SIZE)
+        write_video(os.path.join(output, f"clip{i:05d}.gif"), clip)
+        with open(os.path.join(output, f"clip{i:05d}.txt"), "w") as f:
+            f.write(text + "\n")
+    return output

@@ -63,11 +63,12 @@ class SimDAResnetBlock2D(ResnetBlock2D):
         return self.temporal_adapter(out, self.simda_context.frames)
 
 
-class SimDAUNet(nn.Module):
-    """The SimDA video UNet: an inflated, frozen ``UNet2DConditionModel`` run on all frames.
+class VideoUNet(nn.Module):
+    """An image ``UNet2DConditionModel`` with temporal layers, run on all frames of a video.
 
     forward(sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, L, D))
-    -> (B, C_out, F, H, W). Frames are folded b-major into the image model's batch.
+    -> (B, C_out, F, H, W). Frames are folded b-major into the image model's batch; the
+    temporal layers read F and the latent size from the shared ``VideoContext``.
     """
 
     def __init__(self, unet: UNet2DConditionModel, context: VideoContext):
@@ -86,33 +87,6 @@ class SimDAUNet(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.unet.device
-
-    def lsa_processors(self):
-        return [
-            b.attn1.processor for b in self.unet.modules() if isinstance(b, SimDATransformerBlock)
-        ]
-
-    @property
-    def lsa_layout(self) -> str:
-        proc = self.lsa_processors()[0]
-        return proc.layout if isinstance(proc, LatentShiftAttnProcessor) else "self"
-
-    def set_lsa_layout(self, layout: str) -> None:
-        """Switch every block's attention to another layout (``MODEL_LSA_LAYOUTS``), keeping
-        the kernel choice of ``simda.optimize``."""
-        _check_layout(layout)
-        for block in self.unet.modules():
-            if isinstance(block, SimDATransformerBlock):
-                old = block.attn1.processor
-                new = _make_processor(self.context, layout)
-                if isinstance(old, LatentShiftAttnProcessor) and isinstance(
-                    new, LatentShiftAttnProcessor
-                ):
-                    new.backend = old.backend
-                    new.__dict__.update(
-                        {k: v for k, v in old.__dict__.items() if k.startswith("_simda")}
-                    )
-                block.attn1.set_processor(new)
 
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
@@ -147,6 +121,38 @@ class SimDAUNet(nn.Module):
             encoder_hidden_states.repeat_interleave(f, dim=0),
         ).sample
         return out.view(b, f, -1, h, w).transpose(1, 2)
+
+
+class SimDAUNet(VideoUNet):
+    """The SimDA video UNet: an inflated, frozen SD UNet with spatial and temporal adapters
+    and latent-shift attention (see ``VideoUNet`` for the call)."""
+
+    def lsa_processors(self):
+        return [
+            b.attn1.processor for b in self.unet.modules() if isinstance(b, SimDATransformerBlock)
+        ]
+
+    @property
+    def lsa_layout(self) -> str:
+        proc = self.lsa_processors()[0]
+        return proc.layout if isinstance(proc, LatentShiftAttnProcessor) else "self"
+
+    def set_lsa_layout(self, layout: str) -> None:
+        """Switch every block's attention to another layout (``MODEL_LSA_LAYOUTS``), keeping
+        the kernel choice of ``simda.optimize``."""
+        _check_layout(layout)
+        for block in self.unet.modules():
+            if isinstance(block, SimDATransformerBlock):
+                old = block.attn1.processor
+                new = _make_processor(self.context, layout)
+                if isinstance(old, LatentShiftAttnProcessor) and isinstance(
+                    new, LatentShiftAttnProcessor
+                ):
+                    new.backend = old.backend
+                    new.__dict__.update(
+                        {k: v for k, v in old.__dict__.items() if k.startswith("_simda")}
+                    )
+                block.attn1.set_processor(new)
 
 
 def _check_layout(layout):

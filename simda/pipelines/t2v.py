@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from simda.checkpoint import adapter_state_dict, atomic_save, load_adapters, save_adapters
 from simda.errors import SimDAError
+from simda.pipelines.pixel import SpaceToDepthAutoencoder
 from simda.pipelines.text import TinyTextEncoder, WordTokenizer, tokenize
 from simda.presets import unet2d_config
 from simda.unet import SimDAUNet, inflate
@@ -120,8 +121,10 @@ class SimDAPipeline:
         ours = index.get("format") == PIPELINE_FORMAT
         kwargs = {"use_safetensors": True}
         try:
-            unet2d = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs)
-            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
+            unet2d = UNet2DConditionModel.from_pretrained(
+                path, subfolder="unet", low_cpu_mem_usage=False, **kwargs
+            )
+            vae = _load_vae(path, kwargs)
             scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
             if ours and index.get("text") == "tiny":
                 tokenizer, text_encoder = _load_tiny_text(path)
@@ -165,7 +168,12 @@ class SimDAPipeline:
                 if hasattr(self.unet.unet.config, "to_json_string")
                 else json.dumps(dict(self.unet.unet.config))
             )
-        self.vae.save_pretrained(os.path.join(path, "vae"), safe_serialization=True)
+        if isinstance(self.vae, SpaceToDepthAutoencoder):
+            os.makedirs(os.path.join(path, "vae"), exist_ok=True)
+            with open(os.path.join(path, "vae", "config.json"), "w") as f:
+                json.dump(self.vae.settings(), f)
+        else:
+            self.vae.save_pretrained(os.path.join(path, "vae"), safe_serialization=True)
         self.scheduler.save_pretrained(os.path.join(path, "scheduler"))
         text = "tiny" if isinstance(self.tokenizer, WordTokenizer) else "clip"
         if text == "tiny":
@@ -211,7 +219,8 @@ class SimDAPipeline:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        fixed = getattr(self.vae, "spatial_scale", None)  # SpaceToDepthAutoencoder
+        return fixed or 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def default_size(self) -> int:
@@ -380,6 +389,8 @@ def _check_model_folder(path: str) -> dict:
         files = os.listdir(os.path.join(path, part))
         if "config.json" not in files:
             raise SimDAError(f"model folder {path!r}: {part}/config.json is missing")
+        if part == "vae" and _vae_class(path) == "SpaceToDepthAutoencoder":
+            continue  # no weights
         if not any(f.endswith(".safetensors") for f in files):
             raise SimDAError(
                 f"model folder {path!r}: {part}/ has no .safetensors weights "
@@ -395,6 +406,22 @@ def _check_model_folder(path: str) -> dict:
         raise SimDAError(
             f"model folder {path!r}: model_index.json is not valid JSON ({exc})"
         ) from exc
+
+
+def _vae_class(path: str) -> str | None:
+    try:
+        with open(os.path.join(path, "vae", "config.json")) as f:
+            return json.load(f).get("_class_name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _load_vae(path: str, kwargs: dict):
+    if _vae_class(path) == "SpaceToDepthAutoencoder":
+        with open(os.path.join(path, "vae", "config.json")) as f:
+            settings = json.load(f)
+        return SpaceToDepthAutoencoder(settings["factor"], settings.get("in_channels", 3))
+    return AutoencoderKL.from_pretrained(path, subfolder="vae", low_cpu_mem_usage=False, **kwargs)
 
 
 def _save_tiny_text(path, tokenizer: WordTokenizer, encoder: TinyTextEncoder) -> None:

@@ -16,19 +16,27 @@ PAD, BOS, EOS = 0, 1, 2
 
 
 class WordTokenizer:
-    """Lower-cased words mapped to ids by a stable hash (crc32): no vocabulary file.
+    """Lower-cased words to ids: the words of ``vocab`` get their own ids (3, 4, ...), any
+    other word an id by a stable hash (crc32) into the rest of the range. No file needed.
 
     ``tokenizer(texts) -> LongTensor (B, max_length)``: BOS, words, EOS, then PAD.
     """
 
-    def __init__(self, vocab_size: int = 4096, max_length: int = 16):
-        if vocab_size < 16:
-            raise ValueError(f"vocab_size must be >= 16, got {vocab_size}")
+    def __init__(
+        self, vocab_size: int = 4096, max_length: int = 16, vocab: list[str] | None = None
+    ):
+        self.vocab = list(vocab or [])
+        if vocab_size < len(self.vocab) + 16:
+            raise ValueError(f"vocab_size must be >= len(vocab) + 16, got {vocab_size}")
         self.vocab_size = vocab_size
         self.model_max_length = max_length
+        self._known = {w: 3 + i for i, w in enumerate(self.vocab)}
 
     def word_id(self, word: str) -> int:
-        return 3 + zlib.crc32(word.encode()) % (self.vocab_size - 3)
+        if word in self._known:
+            return self._known[word]
+        first = 3 + len(self.vocab)
+        return first + zlib.crc32(word.encode()) % (self.vocab_size - first)
 
     def __call__(self, texts: str | list[str]) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -40,7 +48,11 @@ class WordTokenizer:
         return ids
 
     def config(self) -> dict:
-        return {"vocab_size": self.vocab_size, "max_length": self.model_max_length}
+        return {
+            "vocab_size": self.vocab_size,
+            "max_length": self.model_max_length,
+            "vocab": self.vocab,
+        }
 
 
 class TinyTextEncoder(nn.Module):

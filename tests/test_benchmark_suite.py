@@ -1,0 +1,149 @@
+"""The benchmark suite's own correctness: baseline architectures and the report."""
+
+import json
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+import simda
+from benchmarks import report
+from benchmarks.baselines import (
+    LVDM_TEMPORAL_PARAMETERS,
+    TAV_TUNED_PARAMETERS,
+    build_lvdm,
+    build_tav,
+)
+from simda.optimize import backends
+from simda.presets import unet2d_config
+
+
+def image_unet(preset="tiny"):
+    return UNet2DConditionModel(**unet2d_config(preset)).eval()
+
+
+@pytest.mark.parametrize(
+    "build, expected", [(build_tav, TAV_TUNED_PARAMETERS), (build_lvdm, LVDM_TEMPORAL_PARAMETERS)]
+)
+def test_peer_parameter_counts_at_sd15_size(build, expected):
+    with torch.device("meta"):
+        model = build(image_unet("sd15"))
+    assert simda.count_parameters(model)["trainable"] == expected
+
+
+def test_lvdm_starts_as_the_image_model():
+    unet = image_unet()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    reference = UNet2DConditionModel(**unet2d_config("tiny")).eval()
+    reference.load_state_dict(unet.state_dict())
+    model = build_lvdm(unet)
+    x, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        want = torch.stack([reference(x[:, :, f], 10, text).sample for f in range(3)], 2)
+        torch.testing.assert_close(model(x, 10, text), want, rtol=1e-4, atol=1e-5)
+
+
+def test_tav_attends_to_first_and_previous_frames():
+    model = build_tav(image_unet())
+    x, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        out = model(x, 10, text)
+        x2 = x.clone()
+        x2[:, :, 2] += 1.0  # the last frame is read by no other frame
+        out2 = model(x2, 10, text)
+    assert torch.equal(out[:, :, :2], out2[:, :, :2])
+    assert not torch.equal(out[:, :, 2], out2[:, :, 2])
+
+
+def test_optimize_reaches_the_tav_baseline():
+    model = build_tav(image_unet())
+    simda.optimize(model, attention_backend="triton")
+    assert backends(model)["attention"] == {"triton"}
+    simda.restore(model)
+
+
+def fake_results(tmp_path, gpu):
+    def bench(measure, arch, ms, peak, ckpt=None):
+        extra = {
+            "measure": measure,
+            "arch": arch,
+            "median_ms": ms,
+            "peak_mib": peak,
+            "tuned_parameters": 1000,
+            "shape": "2x16x32x32",
+            "preset": "sd15",
+            "dtype": "float16",
+        }
+        if ckpt is not None:
+            extra["checkpointing"] = ckpt
+        return {"name": f"{measure}[{arch}]", "stats": {"median": ms / 1e3}, "extra_info": extra}
+
+    rows = [
+        bench("sampling", "simda_optimized", 1000, 900),
+        bench("sampling", "tav", 1600, 950),
+        bench("sampling", "lvdm", 1800, 1200),
+        bench("edit_train_step", "simda_optimized", 100, 700, True),
+        bench("edit_train_step", "tav", 350, 1000, True),
+        {
+            "name": "lsa",
+            "stats": {"median": 0.002},
+            "extra_info": {
+                "op": "lsa",
+                "path": "fused",
+                "shape": "16x1024",
+                "dtype": "float16",
+                "direction": "fwd",
+                "flops": 1e9,
+            },
+        },
+        {
+            "name": "lsa",
+            "stats": {"median": 0.003},
+            "extra_info": {
+                "op": "lsa",
+                "path": "naive",
+                "shape": "16x1024",
+                "dtype": "float16",
+                "direction": "fwd",
+            },
+        },
+    ]
+    info = {
+        "simda": {
+            "gpu": "NVIDIA H100" if gpu else None,
+            "torch": "2.x",
+            "triton": "3.x",
+            "date": "2026-11-26",
+        }
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"machine_info": info, "benchmarks": rows}))
+    return str(path)
+
+
+def test_report_tables_targets_and_charts(tmp_path, capsys):
+    path = fake_results(tmp_path, gpu=True)
+    assert report.main([path, "--output", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "NVIDIA H100" in text
+    assert "| sampling | 50-step sampling <= 1.2 s | 1000 ms (0.83x the limit) | met |" in text
+    assert "| sampling | >= 2x faster than LVDM | 1.80x (target 2.0x) | MISSED |" in text
+    assert "3.50x (target 3.0x) | met" in text
+    assert "| 16x1024 | float16 | fwd | 3.000 | - | 2.000 | 1.50x | 0.5 |" in text
+    assert (tmp_path / "report" / "speedup.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "memory.png").stat().st_size > 1000
+
+
+def test_report_on_cpu_results_says_targets_are_for_gpus(tmp_path):
+    path = fake_results(tmp_path, gpu=False)
+    report.main([path, "--output", str(tmp_path / "r")])
+    assert "targets apply to GPU runs" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_simda_bench_without_results_is_a_user_error(tmp_path, capsys):
+    from simda.cli import main
+
+    assert main(["bench", str(tmp_path / "missing.json")]) == 2
+    assert "no benchmark results" in capsys.readouterr().err
