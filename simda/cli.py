@@ -238,6 +238,66 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def cmd_toyworld(args) -> int:
+    from simda import toyworld
+
+    if args.action == "data":
+        print(toyworld.write_dataset(args.output, args.clips, args.seed))
+        return 0
+    _device(args.device)
+    losses = toyworld.train_base(
+        args.output,
+        steps=args.steps,
+        batch=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(_loss_plot(losses, os.path.join(args.output, "stage1-loss.png")))
+    print(args.output)
+    return 0
+
+
+def cmd_eval_toyworld(args) -> int:
+    from simda import toyworld
+
+    pipe = load_pipeline(args)
+    if pipe.unet.config.in_channels != 3 * toyworld.FACTOR**2:
+        raise SimDAError("eval-toyworld needs a toy-world model (32x32 pixels, space-to-depth)")
+    names = list(toyworld.ABLATIONS) if args.ablations else ["full model"]
+    rows = {}
+    for name in names:
+        variant = toyworld.ablate(pipe, **toyworld.ABLATIONS[name])
+        rows[name] = toyworld.evaluate(
+            variant,
+            seeds=range(args.seeds),
+            steps=args.steps,
+            guidance=args.guidance,
+            progress=not args.quiet,
+        )
+        print(
+            f"{name}: colour {rows[name]['colour']:.1%}, direction "
+            f"{rows[name]['direction']:.1%}, presence {rows[name]['presence']:.1%}"
+        )
+    settings = {
+        "captions": len(toyworld.CAPTIONS),
+        "seeds per caption": args.seeds,
+        "DDIM steps": args.steps,
+        "guidance": args.guidance,
+        "model": args.model or "built-in",
+    }
+    text = toyworld.report(rows, settings)
+    print(text)
+    if args.report:
+        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
+        with open(args.report, "w") as f:
+            f.write(text)
+        with open(os.path.splitext(args.report)[0] + ".json", "w") as f:
+            json.dump({"settings": settings, "rows": rows}, f, indent=1)
+        print(args.report)
+    return 0
+
+
 def _tuning_summary(tuning) -> dict:
     return {
         "tuned_parameters": tuning.tuned_parameters,
@@ -376,6 +436,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _sampling(p)
     p.set_defaults(func=cmd_superres, frames=None)  # all frames of the clip
+
+    p = sub.add_parser("toyworld", help="toy-world data set and stage-1 image model")
+    p.add_argument(
+        "action",
+        choices=("data", "base"),
+        help="data: write captioned clips; base: train the stage-1 image model",
+    )
+    _common(p, model=False)
+    p.add_argument("--clips", type=int, default=2048, help="data: number of clips")
+    p.add_argument("--steps", type=int, default=4000, help="base: training steps")
+    p.add_argument("--batch-size", type=int, default=64, help="base: frames per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="base: peak learning rate")
+    p.set_defaults(func=cmd_toyworld)
+
+    p = sub.add_parser(
+        "eval-toyworld", help="score generated toy-world clips by colour, direction and presence"
+    )
+    _common(p)
+    p.add_argument("--seeds", type=int, default=2, help="seeds per caption (default 2)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    p.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default 4)")
+    p.add_argument(
+        "--ablations", action="store_true", help="also score the model without each kind of adapter"
+    )
+    p.add_argument("--report", help="write the table here (markdown, plus .json)")
+    p.set_defaults(func=cmd_eval_toyworld)
 
     p = sub.add_parser("bench", help="benchmark tables and charts (see benchmarks/)")
     p.add_argument(

@@ -191,7 +191,16 @@ def test_console_script_exit_code_and_debug(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("demo", "generate", "edit", "train", "superres", "bench"):
+    for command in (
+        "demo",
+        "generate",
+        "edit",
+        "train",
+        "superres",
+        "bench",
+        "toyworld",
+        "eval-toyworld",
+    ):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0

@@ -1,0 +1,183 @@
+"""The toy world: data, detector, stage-1 training, the shipped model, multi-process training."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from simda import toyworld
+from simda.checkpoint import read_safetensors
+from simda.pipelines import ClipDataset, SimDAPipeline
+
+SHIPPED = os.path.join(os.path.dirname(toyworld.__file__), "assets", "toyworld")
+
+
+def test_samples_are_deterministic_and_varied():
+    a, caption_a = toyworld.sample(5)
+    b, caption_b = toyworld.sample(5)
+    assert np.array_equal(a, b) and caption_a == caption_b
+    others = {toyworld.sample(s)[1] for s in range(200)}
+    assert len(others) > 40  # most of the 48 captions appear
+    assert a.shape == (8, 32, 32, 3) and a.dtype == np.uint8
+
+
+def test_background_is_black_and_colours_exact():
+    clip, caption = toyworld.sample(11)
+    colour = toyworld.COLOURS[toyworld.parse_caption(caption)[0]]
+    values = {tuple(v) for v in clip.reshape(-1, 3)}
+    assert values == {(0, 0, 0), colour}
+
+
+@pytest.mark.parametrize(
+    "colour, shape, direction",
+    list(itertools.product(toyworld.COLOURS, toyworld.SHAPES, toyworld.DIRECTIONS)),
+)
+def test_detector_scores_ground_truth_perfectly(colour, shape, direction):
+    text = toyworld.caption(colour, shape, direction)
+    for seed in range(3):
+        clip = toyworld.render(colour, shape, direction, rng=np.random.default_rng(seed))
+        result = toyworld.score(clip, text)
+        assert result["colour_ok"] and result["direction_ok"] and result["present"], result
+
+
+def test_detector_catches_wrong_clips():
+    clip = toyworld.render("red", "circle", "left", rng=np.random.default_rng(0))
+    assert not toyworld.score(clip, "a blue circle moving left")["colour_ok"]
+    assert not toyworld.score(clip, "a red circle moving right")["direction_ok"]
+    still = np.repeat(clip[:1], 8, axis=0)
+    assert toyworld.score(still, "a red circle moving left")["direction"] is None
+    two = clip.copy()
+    two[:, :3, :3] = toyworld.COLOURS["red"]  # a second blob
+    two[:, -4:, -4:] = toyworld.COLOURS["red"]
+    empty = np.zeros_like(clip)
+    assert not toyworld.score(empty, "a red circle moving left")["present"]
+
+
+def test_caption_parsing():
+    assert toyworld.parse_caption("a green triangle moving up") == ("green", "triangle", "up")
+    with pytest.raises(ValueError, match="not a toy-world caption"):
+        toyworld.parse_caption("a cat")
+
+
+def test_text_encoding_keeps_every_word_apart():
+    pipe = toyworld.build_pipeline()
+    ids = [pipe.tokenizer.word_id(w) for w in toyworld.VOCAB]
+    assert len(set(ids)) == len(ids)
+    emb = pipe.encode_prompt(["a red circle moving left", "a red circle moving right"])
+    assert not torch.allclose(emb[0], emb[1])
+    assert not any(p.requires_grad for p in pipe.text_encoder.parameters())
+
+
+def test_stage1_training_saves_a_loadable_model(tmp_path):
+    losses = toyworld.train_base(str(tmp_path / "base"), steps=3, batch=8, progress=False)
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    pipe = SimDAPipeline.from_pretrained(str(tmp_path / "base"))
+    assert pipe.default_size == 32 and pipe.unet.lsa_layout == "paper"
+    out = pipe("a red circle moving right", num_frames=8, num_inference_steps=2, progress=False)
+    assert out.frames.shape == (1, 8, 32, 32, 3)
+
+
+def test_dataset_for_simda_train(tmp_path):
+    folder = toyworld.write_dataset(str(tmp_path / "data"), clips=3, seed=1)
+    data = ClipDataset(folder, 8, 32, 32)
+    assert len(data) == 3
+    frames, caption = data.frames(0), data.caption(0)
+    assert toyworld.score(frames, caption)["direction_ok"]
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(SHIPPED, "model_index.json")),
+    reason="no shipped toy-world model in this checkout",
+)
+def test_shipped_model_makes_the_asked_for_video():
+    pipe = SimDAPipeline.from_pretrained(SHIPPED)
+    tensors, _ = read_safetensors(os.path.join(SHIPPED, "adapters.safetensors"))
+    assert (
+        sum(
+            os.path.getsize(os.path.join(root, f))
+            for root, _, files in os.walk(SHIPPED)
+            for f in files
+        )
+        < 20 * 2**20
+    )
+    assert tensors  # trained adapters ship with it
+    captions = [
+        "a red circle moving right",
+        "a blue square moving up",
+        "a yellow triangle moving left",
+        "a green circle moving down",
+    ]
+    results = [
+        toyworld.score(clip, c)
+        for c, _, clip in toyworld.generate_clips(pipe, captions, seeds=[0], progress=False)
+    ]
+    assert sum(r["colour_ok"] for r in results) >= 3, results
+    assert sum(r["direction_ok"] for r in results) >= 3, results
+
+
+def test_two_processes_match_one(tmp_path):
+    """`simda train` under torchrun (2 processes, gloo) equals one process with the same
+    global batch, within float tolerance."""
+    data = toyworld.write_dataset(str(tmp_path / "data"), clips=4, seed=2)
+    common = [
+        "train",
+        "--data",
+        data,
+        "--frames",
+        "2",
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-3",
+        "--caption-dropout",
+        "0",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, "-m", "simda.cli", *common, "--output", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    multi = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "simda.cli",
+            *common,
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    one, _ = read_safetensors(str(tmp_path / "one" / "adapters.safetensors"))
+    two, _ = read_safetensors(str(tmp_path / "two" / "adapters.safetensors"))
+    assert one.keys() == two.keys()
+    moved = 0
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+        moved += int(one[key].abs().sum() > 0)
+    assert moved > 0
