@@ -88,7 +88,8 @@ setup(
             "benchmarks.*",
         ]
     ),
-    package_data={"simda_kernels": ["csrc/*"], "simda": ["assets/*"]},
+    package_data={"simda": ["assets/toyworld/*.json", "assets/toyworld/*.safetensors",
+                            "assets/toyworld/*/*"]},
     python_requires=">=3.11",
     install_requires=[
         "torch>=2.11",

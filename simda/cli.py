@@ -244,6 +244,15 @@ def cmd_toyworld(args) -> int:
     if args.action == "data":
         print(toyworld.write_dataset(args.output, args.clips, args.seed))
         return 0
+    if args.action == "ship":
+        from simda.pipelines import SimDAPipeline
+
+        if not args.model:
+            raise SimDAError("toyworld ship needs --model (the trained pipeline folder)")
+        target = os.path.join(os.path.dirname(__file__), "assets", "toyworld")
+        SimDAPipeline.from_pretrained(args.model).save_pretrained(target, dtype=torch.float16)
+        print(target)
+        return 0
     _device(args.device)
     losses = toyworld.train_base(
         args.output,
@@ -440,12 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("toyworld", help="toy-world data set and stage-1 image model")
     p.add_argument(
         "action",
-        choices=("data", "base"),
-        help="data: write captioned clips; base: train the stage-1 image model",
+        choices=("data", "base", "ship"),
+        help="data: write captioned clips; base: train the stage-1 image model; "
+        "ship: store a trained model (--model) in the package, in fp16",
     )
     _common(p, model=False)
+    p.add_argument("--model", help="ship: the trained pipeline folder")
     p.add_argument("--clips", type=int, default=2048, help="data: number of clips")
-    p.add_argument("--steps", type=int, default=4000, help="base: training steps")
+    p.add_argument("--steps", type=int, default=3000, help="base: training steps")
     p.add_argument("--batch-size", type=int, default=64, help="base: frames per step")
     p.add_argument("--lr", type=float, default=1e-3, help="base: peak learning rate")
     p.set_defaults(func=cmd_toyworld)

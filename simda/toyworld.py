@@ -93,6 +93,9 @@ def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, s
 # fixed space-to-depth "autoencoder" (8x8x48 latents: lossless, nothing to train, colours
 # exact), and the text is a fixed, non-learned encoding (one random vector per word plus a
 # position vector), so colour, shape and direction words stay distinct for whatever reads them.
+# The UNet predicts the clean frame ("sample") rather than the noise: on 48 pixel channels, noise
+# prediction asks the network for a near-identity map it learns very slowly (measured: loss
+# stuck at 0.40 after 4000 steps, outputs noise), while clean flat-coloured shapes are easy.
 
 VOCAB = ["a", "moving", *COLOURS, *SHAPES, *DIRECTIONS]
 SIZE, FRAMES, FACTOR = 32, 8, 4
@@ -133,7 +136,7 @@ def build_pipeline(seed: int = 0):
         SpaceToDepthAutoencoder(FACTOR),
         text,
         tokenizer,
-        DDIMScheduler(**SD_SCHEDULER),
+        DDIMScheduler(**SD_SCHEDULER, prediction_type="sample"),
         {"preset": "toyworld", "description": "toy-world text-to-video"},
     )
 
@@ -166,6 +169,7 @@ def train_base(
     from tqdm.auto import tqdm
 
     from simda.pipelines.editing import step_generator
+    from simda.pipelines.t2v import diffusion_target
 
     pipe = build_pipeline(seed)
     unet2d = pipe.unet.unet
@@ -188,7 +192,9 @@ def train_base(
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (batch,), generator=g)
         noisy = pipe.scheduler.add_noise(latents, noise, t)
         cond = pipe.encode_prompt(captions)
-        loss = F.mse_loss(pipe.unet(noisy, t, cond), noise)
+        loss = F.mse_loss(
+            pipe.unet(noisy, t, cond), diffusion_target(pipe.scheduler, latents, noise, t)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from simda.pipelines.t2v import SimDAPipeline
+from simda.pipelines.t2v import SimDAPipeline, diffusion_target
 
 
 @dataclass
@@ -37,13 +37,15 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def diffusion_loss(pipe: SimDAPipeline, latents, cond, generator, extra=None) -> torch.Tensor:
-    """``||eps - eps_theta(x_t, c, t)||^2`` at a random timestep per clip."""
+    """``||eps - eps_theta(x_t, c, t)||^2`` at a random timestep per clip (or the clean
+    latents / velocity, for models trained with that ``prediction_type``)."""
     steps = pipe.scheduler.config.num_train_timesteps
     noise = torch.randn(latents.shape, generator=generator).to(latents)
     t = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(latents.device)
     noisy = pipe.scheduler.add_noise(latents, noise, t)
     x = noisy if extra is None else torch.cat([noisy, extra], 1)
-    return F.mse_loss(pipe.unet(x, t, cond).float(), noise.float())
+    target = diffusion_target(pipe.scheduler, latents, noise, t)
+    return F.mse_loss(pipe.unet(x, t, cond).float(), target.float())
 
 
 def autocast(pipe: SimDAPipeline, mixed_precision: str | None):

@@ -41,6 +41,30 @@ TINY_VAE = dict(
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+def diffusion_target(scheduler, latents, noise, t):
+    """What the UNet learns to output, by the scheduler's ``prediction_type``: the noise
+    (SD's epsilon), the clean latents ("sample") or the velocity."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return latents
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise SimDAError(f"unsupported prediction_type {kind!r}")
+
+
+def to_epsilon(scheduler, output, sample, t):
+    """The noise implied by a UNet output at noisy ``sample`` and timestep ``t``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return output
+    alpha = scheduler.alphas_cumprod.to(sample.device)[t].to(sample.dtype)
+    if kind == "sample":
+        return (sample - alpha.sqrt() * output) / (1 - alpha).sqrt()
+    return alpha.sqrt() * output + (1 - alpha).sqrt() * sample  # v_prediction
+
+
 @dataclass
 class VideoOutput:
     frames: np.ndarray  # (B, F, H, W, 3) uint8
@@ -153,15 +177,22 @@ class SimDAPipeline:
             load_adapters(unet, adapters)
         return pipe.to(device, dtype)
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str, dtype: torch.dtype | None = None) -> None:
         """Write every component (safetensors weights, JSON configs) so ``from_pretrained``
-        rebuilds this pipeline, adapters included."""
+        rebuilds this pipeline, adapters included. ``dtype`` (e.g. fp16) only changes how the
+        UNet and adapter weights are stored; loading casts them to the pipeline's dtype."""
+
+        def stored(tensors):
+            return {
+                k: v.to(dtype) if dtype and v.is_floating_point() else v for k, v in tensors.items()
+            }
+
         os.makedirs(path, exist_ok=True)
         unet_dir = os.path.join(path, "unet")
         os.makedirs(unet_dir, exist_ok=True)
         adapters = set(adapter_state_dict(self.unet.unet))
         base = {k: v for k, v in self.unet.unet.state_dict().items() if k not in adapters}
-        atomic_save(base, os.path.join(unet_dir, "diffusion_pytorch_model.safetensors"))
+        atomic_save(stored(base), os.path.join(unet_dir, "diffusion_pytorch_model.safetensors"))
         with open(os.path.join(unet_dir, "config.json"), "w") as f:
             f.write(
                 self.unet.unet.config.to_json_string()
@@ -183,7 +214,7 @@ class SimDAPipeline:
             self.text_encoder.save_pretrained(
                 os.path.join(path, "text_encoder"), safe_serialization=True
             )
-        save_adapters(self.unet, os.path.join(path, "adapters.safetensors"))
+        save_adapters(self.unet, os.path.join(path, "adapters.safetensors"), dtype=dtype)
         index = {
             "_class_name": "SimDAPipeline",
             "format": PIPELINE_FORMAT,
@@ -273,7 +304,8 @@ class SimDAPipeline:
         return images.permute(0, 2, 3, 1).reshape(b, f, *images.shape[2:], 3).cpu().numpy()
 
     def predict_noise(self, latents, t, cond, uncond=None, guidance_scale=1.0, extra=None):
-        """UNet noise prediction with classifier-free guidance when ``uncond`` is given.
+        """UNet prediction (noise, or what ``scheduler.config.prediction_type`` says) with
+        classifier-free guidance when ``uncond`` is given.
         ``extra``: channels concatenated to the input (the super-resolution condition)."""
         x = latents if extra is None else torch.cat([latents, extra], 1)
         if uncond is None or guidance_scale == 1.0:
@@ -317,7 +349,7 @@ class SimDAPipeline:
             prev = t - step  # the less noisy level we come from
             a_prev = alphas[prev] if prev >= 0 else self.scheduler.final_alpha_cumprod.to(x.device)
             a_t = alphas[t]
-            eps = self.predict_noise(x, t, cond, extra=extra)
+            eps = to_epsilon(self.scheduler, self.predict_noise(x, t, cond, extra=extra), x, t)
             x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
             x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
         return x

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
 from simda.errors import SimDAError
 from simda.pipelines.editing import autocast, step_generator, trainable_parameters
-from simda.pipelines.t2v import SimDAPipeline
+from simda.pipelines.t2v import SimDAPipeline, diffusion_target
 from simda.video import VIDEO_SUFFIXES, read_video
 
 
@@ -252,7 +252,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         with autocast(pipe, config.mixed_precision):
             pred = model(noisy.to(pipe.dtype), t[mine], cond)
-            loss = torch.nn.functional.mse_loss(pred.float(), noise[mine].float())
+            target = diffusion_target(pipe.scheduler, latents[mine], noise[mine], t[mine])
+            loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         loss.backward()
         optimizer.step()
         loss = loss.detach()
