@@ -88,8 +88,9 @@ setup(
             "benchmarks.*",
         ]
     ),
-    package_data={"simda": ["assets/toyworld/*.json", "assets/toyworld/*.safetensors",
-                            "assets/toyworld/*/*"]},
+    package_data={
+        "simda": ["assets/toyworld/*.json", "assets/toyworld/*.safetensors", "assets/toyworld/*/*"]
+    },
     python_requires=">=3.11",
     install_requires=[
         "torch>=2.11",

@@ -178,6 +178,10 @@ def cmd_train(args) -> int:
     pipe = load_pipeline(args, device)
     if args.superres:
         make_superres(pipe)
+    if args.ablate:
+        from simda.unet import remove_components
+
+        remove_components(pipe.unet, **{name: True for name in args.ablate})
     size = args.size or pipe.default_size
     dataset = ClipDataset(args.data, args.frames, size, size)
     config = TrainConfig(
@@ -436,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the super-resolution variant for this scale",
     )
     p.add_argument("--save-pipeline", metavar="DIR", help="also save the whole trained model")
+    p.add_argument(
+        "--ablate",
+        nargs="+",
+        choices=("temporal", "spatial", "lsa"),
+        default=[],
+        help="train without these components (ablation studies)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("superres", help="video super-resolution")

@@ -92,7 +92,12 @@ def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, s
 # Stage 1 is a pixel-space image model: frames of 32x32 RGB are folded 4x4 into channels by a
 # fixed space-to-depth "autoencoder" (8x8x48 latents: lossless, nothing to train, colours
 # exact), and the text is a fixed, non-learned encoding (one random vector per word plus a
-# position vector), so colour, shape and direction words stay distinct for whatever reads them.
+# position vector, plus the mean of the caption's word vectors on every token), so colour,
+# shape and direction words stay distinct for whatever reads them. The bag-of-words term is
+# there because SimDA's adapters never see the text: they only see what the frozen
+# cross-attention passes on. Without it the stage-1 model attended past the (uninformative)
+# direction word, so changing it moved the UNet's output 20x less than changing the colour,
+# and adapters trained on that signal left shapes standing still (direction 50%).
 # The UNet predicts the clean frame ("sample") rather than the noise: on 48 pixel channels, noise
 # prediction asks the network for a near-identity map it learns very slowly (measured: loss
 # stuck at 0.40 after 4000 steps, outputs noise), while clean flat-coloured shapes are easy.
@@ -126,7 +131,9 @@ def build_pipeline(seed: int = 0):
     torch.manual_seed(seed)
     config = base_unet_config()
     tokenizer = WordTokenizer(vocab_size=64, max_length=8, vocab=VOCAB)
-    text = TinyTextEncoder(tokenizer.vocab_size, config["cross_attention_dim"], 8, layers=0)
+    text = TinyTextEncoder(
+        tokenizer.vocab_size, config["cross_attention_dim"], 8, layers=0, pooled=1.0
+    )
     with torch.no_grad():
         text.token.weight.normal_()  # fixed: never trained
         text.position.normal_(0.0, 0.3)
@@ -389,26 +396,15 @@ ABLATIONS = {
 
 
 def ablate(pipe, *, temporal: bool = True, spatial: bool = True, lsa: bool = True):
-    """A copy of ``pipe`` with components removed at inference (zeroed output projections,
-    plain self-attention); the original is untouched."""
+    """A copy of ``pipe`` with components removed at inference (see
+    ``simda.unet.remove_components``); the original is untouched."""
     import copy
 
-    import torch
-
-    from simda.adapters import SpatialAdapter, TemporalAdapter
+    from simda.unet import remove_components
 
     clone = copy.copy(pipe)
     clone.unet = copy.deepcopy(pipe.unet)
-    with torch.no_grad():
-        for m in clone.unet.modules():
-            if isinstance(m, TemporalAdapter) and not temporal:
-                m.w_up.zero_()
-                m.b_up.zero_()
-            if isinstance(m, SpatialAdapter) and not spatial:
-                m.fc2.weight.zero_()
-                m.fc2.bias.zero_()
-    if not lsa:
-        clone.unet.set_lsa_layout("self")
+    remove_components(clone.unet, temporal=not temporal, spatial=not spatial, lsa=not lsa)
     return clone
 
 

@@ -227,6 +227,28 @@ def inflate(
     return SimDAUNet(unet, context)
 
 
+def remove_components(
+    model: nn.Module, *, temporal: bool = False, spatial: bool = False, lsa: bool = False
+) -> None:
+    """Take SimDA components out of a model, for ablations: temporal or spatial adapters get
+    their output projections zeroed and frozen (they become the identity and stay so during
+    training), ``lsa=True`` switches latent-shift attention to plain self-attention."""
+    kinds = (TemporalAdapter,) * temporal + (SpatialAdapter,) * spatial
+    with torch.no_grad():
+        for module in model.modules():
+            if kinds and isinstance(module, kinds):
+                out = (
+                    (module.w_up, module.b_up)
+                    if isinstance(module, TemporalAdapter)
+                    else (module.fc2.weight, module.fc2.bias)
+                )
+                for p in out:
+                    p.zero_()
+                module.requires_grad_(False)
+    if lsa:
+        model.set_lsa_layout("self")
+
+
 def count_parameters(model: nn.Module) -> dict:
     """Parameter counts: ``total``, ``trainable``, ``frozen``, ``spatial_adapters``,
     ``temporal_adapters``."""

@@ -181,3 +181,19 @@ def test_image_state_dict_loads_into_the_video_unet():
     result = model.unet.load_state_dict(unet2d.state_dict(), strict=False)
     assert not result.unexpected_keys
     assert all("adapter" in k for k in result.missing_keys)
+
+
+def test_remove_components_for_ablations():
+    from simda.unet import remove_components
+
+    model = simda.build_unet("tiny")
+    full = simda.count_parameters(model)
+    remove_components(model, temporal=True, lsa=True)
+    counts = simda.count_parameters(model)
+    assert counts["trainable"] == full["spatial_adapters"]
+    assert model.lsa_layout == "self"
+    for m in model.modules():
+        if isinstance(m, simda.TemporalAdapter):
+            assert not m.w_up.any() and not m.w_up.requires_grad
+    remove_components(model, spatial=True)
+    assert simda.count_parameters(model)["trainable"] == 0

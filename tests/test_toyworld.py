@@ -1,6 +1,7 @@
 """The toy world: data, detector, stage-1 training, the shipped model, multi-process training."""
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -176,8 +177,30 @@ def test_two_processes_match_one(tmp_path):
     one, _ = read_safetensors(str(tmp_path / "one" / "adapters.safetensors"))
     two, _ = read_safetensors(str(tmp_path / "two" / "adapters.safetensors"))
     assert one.keys() == two.keys()
+    losses = [
+        json.load(open(tmp_path / run / "checkpoint" / "state.json"))["state"]["losses"]
+        for run in ("one", "two")
+    ]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    # AdamW's first steps move every weight by about lr whatever the gradient's size, so
+    # float-rounding differences in tiny gradients show up at the 1e-5 level, not below.
     moved = 0
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4, msg=key)
         moved += int(one[key].abs().sum() > 0)
     assert moved > 0
+
+
+def test_bag_of_words_puts_every_word_on_every_token():
+    from simda.pipelines.text import TinyTextEncoder, WordTokenizer
+
+    tokenizer = WordTokenizer(64, 8, toyworld.VOCAB)
+    plain = TinyTextEncoder(64, 32, 8, layers=0)
+    mixed = TinyTextEncoder(64, 32, 8, layers=0, pooled=1.0)
+    mixed.load_state_dict(plain.state_dict())
+    ids = tokenizer(["a red circle moving left", "a red circle moving right"])
+    for encoder, changes_first_word in ((plain, False), (mixed, True)):
+        with torch.no_grad():
+            out = encoder(ids)[0]
+        # token 1 is "a": only the bag of words lets it see the direction word
+        assert (not torch.allclose(out[0, 1], out[1, 1])) == changes_first_word

@@ -56,8 +56,12 @@ class WordTokenizer:
 
 
 class TinyTextEncoder(nn.Module):
-    """Token and position embeddings, optional transformer layers, a final LayerNorm.
+    """Token and position embeddings, an optional bag-of-words term, optional transformer
+    layers, a final LayerNorm.
 
+    ``pooled > 0`` adds ``pooled`` times the mean embedding of the caption's words to every
+    token: a fixed, non-learned mixing that makes each token carry the whole caption, so a
+    cross-attention that attends to one word still receives the others.
     forward(input_ids (B, L)) -> (hidden (B, L, dim),), like transformers' text models.
     """
 
@@ -68,6 +72,7 @@ class TinyTextEncoder(nn.Module):
         max_length: int = 16,
         layers: int = 1,
         heads: int = 2,
+        pooled: float = 0.0,
     ):
         super().__init__()
         self.settings = {
@@ -76,6 +81,7 @@ class TinyTextEncoder(nn.Module):
             "max_length": max_length,
             "layers": layers,
             "heads": heads,
+            "pooled": pooled,
         }
         self.token = nn.Embedding(vocab_size, dim)
         self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
@@ -92,7 +98,12 @@ class TinyTextEncoder(nn.Module):
         return self.settings["dim"]
 
     def forward(self, input_ids: torch.Tensor):
-        h = self.token(input_ids) + self.position[: input_ids.shape[1]]
+        words = self.token(input_ids)
+        h = words + self.position[: input_ids.shape[1]]
+        if self.settings["pooled"]:
+            real = (input_ids > EOS).unsqueeze(-1).to(words.dtype)  # not PAD/BOS/EOS
+            mean = (words * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp(min=1)
+            h = h + self.settings["pooled"] * mean
         for layer in self.layers:
             h = layer(h)
         return (self.norm(h),)
