@@ -219,8 +219,10 @@ def cmd_superres(args) -> int:
         low,
         args.prompt,
         scale=args.scale,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
+        num_inference_steps=args.steps or pipe.sampling_defaults["num_inference_steps"],
+        guidance_scale=(
+            pipe.sampling_defaults["guidance_scale"] if args.guidance is None else args.guidance
+        ),
         generator=torch.Generator().manual_seed(args.seed),
         progress=not args.quiet,
     )
@@ -271,21 +273,46 @@ def cmd_toyworld(args) -> int:
     return 0
 
 
+def toyworld_captions() -> list[str]:
+    from simda.toyworld import CAPTIONS
+
+    return CAPTIONS
+
+
 def cmd_eval_toyworld(args) -> int:
     from simda import toyworld
 
     pipe = load_pipeline(args)
     if pipe.unet.config.in_channels != 3 * toyworld.FACTOR**2:
         raise SimDAError("eval-toyworld needs a toy-world model (32x32 pixels, space-to-depth)")
+    if not 1 <= args.captions <= len(toyworld.CAPTIONS):
+        raise SimDAError(f"--captions must be in 1..{len(toyworld.CAPTIONS)}, got {args.captions}")
+    captions = toyworld.caption_subset(args.captions)
     names = list(toyworld.ABLATIONS) if args.ablations else ["full model"]
+    variants = {
+        name: (lambda name=name: toyworld.ablate(pipe, **toyworld.ABLATIONS[name]))
+        for name in names
+    }
+    for spec in args.variant or []:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label or not folder:
+            raise SimDAError(f"--variant expects LABEL=MODEL_FOLDER, got {spec!r}")
+        if not os.path.isfile(os.path.join(folder, "model_index.json")):
+            raise SimDAError(
+                f"--variant {label!r}: {folder!r} is not a saved simda pipeline folder"
+            )
+        variants[label] = lambda folder=folder: load_pipeline(
+            argparse.Namespace(**{**vars(args), "model": folder, "adapters": None})
+        )
     rows = {}
-    for name in names:
-        variant = toyworld.ablate(pipe, **toyworld.ABLATIONS[name])
+    for name, make in variants.items():
+        variant = make()
         rows[name] = toyworld.evaluate(
             variant,
             seeds=range(args.seeds),
             steps=args.steps,
             guidance=args.guidance,
+            captions=captions,
             progress=not args.quiet,
         )
         print(
@@ -293,7 +320,7 @@ def cmd_eval_toyworld(args) -> int:
             f"{rows[name]['direction']:.1%}, presence {rows[name]['presence']:.1%}"
         )
     settings = {
-        "captions": len(toyworld.CAPTIONS),
+        "captions": len(captions),
         "seeds per caption": args.seeds,
         "DDIM steps": args.steps,
         "guidance": args.guidance,
@@ -333,7 +360,7 @@ def _loss_plot(losses, path: str) -> str:
         smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
         ax.plot(np.arange(k - 1, len(losses)), smooth, lw=2, label=f"mean of {k}")
     ax.set_xlabel("step")
-    ax.set_ylabel("noise-prediction MSE")
+    ax.set_ylabel("diffusion loss (MSE on the model's target)")
     ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -371,15 +398,16 @@ def _common(p, model=True):
         )
 
 
-def _sampling(p, steps=50, guidance=7.5):
+def _sampling(p):
     p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
     p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
-    p.add_argument("--steps", type=int, default=steps, help=f"DDIM steps (default {steps})")
+    p.add_argument(
+        "--steps", type=int, help="DDIM steps (default: the model's recommendation, else 50)"
+    )
     p.add_argument(
         "--guidance",
         type=float,
-        default=guidance,
-        help=f"classifier-free guidance scale (default {guidance})",
+        help="classifier-free guidance scale (default: the model's recommendation, else 7.5)",
     )
     p.add_argument("--name", help="output file name without extension")
 
@@ -409,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="what the clip shows")
     p.add_argument("--edit", required=True, help="the edited prompt")
     _common(p)
-    _sampling(p, guidance=12.5)
+    _sampling(p)
+    p.set_defaults(steps=50, guidance=12.5)  # the released editing settings
     p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
     p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (5e-5)")
     p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
@@ -481,6 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default 4)")
     p.add_argument(
         "--ablations", action="store_true", help="also score the model without each kind of adapter"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="LABEL=MODEL_FOLDER",
+        help="also score another saved pipeline under this label (e.g. an ablation retrained "
+        "with `simda train --ablate`); repeatable",
+    )
+    p.add_argument(
+        "--captions",
+        type=int,
+        default=len(toyworld_captions()),
+        help="score a fixed random subset of this many captions (default: all 48)",
     )
     p.add_argument("--report", help="write the table here (markdown, plus .json)")
     p.set_defaults(func=cmd_eval_toyworld)

@@ -20,6 +20,14 @@ def caption(colour: str, shape: str, direction: str) -> str:
     return f"a {colour} {shape} moving {direction}"
 
 
+def caption_subset(n: int) -> list[str]:
+    """A fixed pseudo-random subset of ``n`` of the 48 captions (all 48 in order for n=48)."""
+    if n >= len(CAPTIONS):
+        return list(CAPTIONS)
+    order = np.random.default_rng(0).permutation(len(CAPTIONS))[:n]
+    return [CAPTIONS[i] for i in sorted(order)]
+
+
 def parse_caption(text: str) -> tuple[str, str, str]:
     words = text.split()
     if len(words) != 5 or words[0] != "a" or words[3] != "moving":
@@ -104,6 +112,7 @@ def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, s
 
 VOCAB = ["a", "moving", *COLOURS, *SHAPES, *DIRECTIONS]
 SIZE, FRAMES, FACTOR = 32, 8, 4
+GUIDANCE = 4.0  # recommended classifier-free guidance (saved with the model)
 
 
 def base_unet_config() -> dict:
@@ -144,7 +153,11 @@ def build_pipeline(seed: int = 0):
         text,
         tokenizer,
         DDIMScheduler(**SD_SCHEDULER, prediction_type="sample"),
-        {"preset": "toyworld", "description": "toy-world text-to-video"},
+        {
+            "preset": "toyworld",
+            "description": "toy-world text-to-video",
+            "sampling": {"num_inference_steps": 25, "guidance_scale": GUIDANCE},
+        },
     )
 
 

@@ -204,3 +204,25 @@ def test_bag_of_words_puts_every_word_on_every_token():
             out = encoder(ids)[0]
         # token 1 is "a": only the bag of words lets it see the direction word
         assert (not torch.allclose(out[0, 1], out[1, 1])) == changes_first_word
+
+
+def test_eval_toyworld_command_writes_every_row(tmp_path, capsys):
+    from simda.cli import main
+
+    base = str(tmp_path / "base")
+    toyworld.train_base(base, steps=1, batch=4, progress=False)
+    report = str(tmp_path / "docs" / "toy.md")
+    argv = ["eval-toyworld", "--model", base, "--seeds", "1", "--steps", "1", "--captions", "3"]
+    argv.append("--quiet")
+    assert main([*argv, "--ablations", "--variant", f"retrained={base}", "--report", report]) == 0
+    text = open(report).read()
+    for row in [*toyworld.ABLATIONS, "retrained"]:
+        assert f"| {row} | 3 |" in text, row
+    rows = json.load(open(report[:-3] + ".json"))["rows"]
+    assert set(rows) == {*toyworld.ABLATIONS, "retrained"}
+    assert main([*argv, "--variant", "no-equals-sign"]) == 2
+    assert "LABEL=MODEL_FOLDER" in capsys.readouterr().err
+    assert len(set(toyworld.caption_subset(12))) == 12
+    assert {toyworld.parse_caption(c)[2] for c in toyworld.caption_subset(12)} == set(
+        toyworld.DIRECTIONS
+    )

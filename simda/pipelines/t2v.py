@@ -221,7 +221,11 @@ class SimDAPipeline:
             "text": text,
             "lsa_layout": self.unet.lsa_layout,
             "temporal_act": _temporal_act(self.unet),
-            **{k: v for k, v in self.config.items() if k in ("preset", "description", "superres")},
+            **{
+                k: v
+                for k, v in self.config.items()
+                if k in ("preset", "description", "superres", "sampling")
+            },
         }
         with open(os.path.join(path, "model_index.json"), "w") as f:
             json.dump(index, f, indent=1)
@@ -252,6 +256,11 @@ class SimDAPipeline:
     def vae_scale_factor(self) -> int:
         fixed = getattr(self.vae, "spatial_scale", None)  # SpaceToDepthAutoencoder
         return fixed or 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def sampling_defaults(self) -> dict:
+        """DDIM steps and guidance this model was made for (``config["sampling"]``)."""
+        return {"num_inference_steps": 50, "guidance_scale": 7.5, **self.config.get("sampling", {})}
 
     @property
     def default_size(self) -> int:
@@ -363,15 +372,21 @@ class SimDAPipeline:
         num_frames: int = 16,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         negative_prompt: str = "",
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         progress: bool = True,
     ) -> VideoOutput:
         """Sample ``num_frames`` frames per prompt. ``latents``: start from these (e.g. DDIM
-        inverted) instead of fresh noise."""
+        inverted) instead of fresh noise. Steps and guidance default to the model's
+        recommended settings (``config["sampling"]``, saved with the model), else 50 and 7.5."""
+        recommended = self.sampling_defaults
+        if num_inference_steps is None:
+            num_inference_steps = recommended["num_inference_steps"]
+        if guidance_scale is None:
+            guidance_scale = recommended["guidance_scale"]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         height = height or self.default_size
         width = width or self.default_size
