@@ -42,6 +42,9 @@ def atomic_save(tensors: dict, path: str, metadata: dict | None = None) -> None:
     save_file(
         {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata
     )
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # like open(): safetensors writes owner-only files
     os.replace(tmp, path)
 
 

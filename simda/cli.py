@@ -255,8 +255,19 @@ def cmd_toyworld(args) -> int:
 
         if not args.model:
             raise SimDAError("toyworld ship needs --model (the trained pipeline folder)")
+        import shutil
+
+        pipe = SimDAPipeline.from_pretrained(args.model)
+        if pipe.unet.config.in_channels != 3 * toyworld.FACTOR**2:
+            raise SimDAError(f"--model {args.model!r} is not a toy-world model")
+        pipe.config.setdefault(
+            "sampling", {"num_inference_steps": 25, "guidance_scale": toyworld.GUIDANCE}
+        )
         target = os.path.join(os.path.dirname(__file__), "assets", "toyworld")
-        SimDAPipeline.from_pretrained(args.model).save_pretrained(target, dtype=torch.float16)
+        staging = f"{target}.tmp-{os.getpid()}"
+        pipe.save_pretrained(staging, dtype=torch.float16)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
         print(target)
         return 0
     _device(args.device)
@@ -288,6 +299,8 @@ def cmd_eval_toyworld(args) -> int:
     if not 1 <= args.captions <= len(toyworld.CAPTIONS):
         raise SimDAError(f"--captions must be in 1..{len(toyworld.CAPTIONS)}, got {args.captions}")
     captions = toyworld.caption_subset(args.captions)
+    if args.guidance is None:
+        args.guidance = pipe.sampling_defaults["guidance_scale"]
     names = list(toyworld.ABLATIONS) if args.ablations else ["full model"]
     variants = {
         name: (lambda name=name: toyworld.ablate(pipe, **toyworld.ABLATIONS[name]))
@@ -507,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--seeds", type=int, default=2, help="seeds per caption (default 2)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
-    p.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default 4)")
+    p.add_argument(
+        "--guidance", type=float, help="guidance scale (default: the model's recommendation)"
+    )
     p.add_argument(
         "--ablations", action="store_true", help="also score the model without each kind of adapter"
     )

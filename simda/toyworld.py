@@ -112,7 +112,7 @@ def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, s
 
 VOCAB = ["a", "moving", *COLOURS, *SHAPES, *DIRECTIONS]
 SIZE, FRAMES, FACTOR = 32, 8, 4
-GUIDANCE = 4.0  # recommended classifier-free guidance (saved with the model)
+GUIDANCE = 6.0  # recommended classifier-free guidance (saved with the model)
 
 
 def base_unet_config() -> dict:

@@ -90,6 +90,12 @@ def test_adapter_files_round_trip(tmp_path):
     half = str(tmp_path / "half.safetensors")
     simda.save_adapters(model, half, dtype=torch.float16)
     assert os.path.getsize(half) < os.path.getsize(path) * 0.6
+    umask = os.umask(0o022)
+    try:
+        simda.save_adapters(model, path)  # overwrite: permissions follow the umask, like open()
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o644
 
 
 def test_adapter_file_that_does_not_fit(tmp_path):
