@@ -330,11 +330,12 @@ def generate_clips(
     seeds,
     *,
     steps: int = 25,
-    guidance: float = 4.0,
+    guidance: float | None = None,
     batch: int = 16,
     progress: bool = True,
 ):
-    """Sample every caption with every seed: yields (caption, seed, clip)."""
+    """Sample every caption with every seed: yields (caption, seed, clip). ``guidance``
+    defaults to the model's recommended scale."""
     import torch
     from tqdm.auto import tqdm
 
@@ -374,7 +375,7 @@ def evaluate(
     *,
     seeds=(0, 1),
     steps: int = 25,
-    guidance: float = 4.0,
+    guidance: float | None = None,
     captions: list[str] | None = None,
     progress: bool = True,
 ) -> dict:

@@ -19,6 +19,17 @@ def clip_file(tmp_path):
     return write_video(str(tmp_path / "clip.gif"), frames)
 
 
+def default_size() -> int:
+    """Frame size of the built-in model: the shipped toy-world model (32) or the random tiny
+    model (64) in a checkout without it."""
+    from simda.cli import default_pipeline
+
+    return default_pipeline(torch.device("cpu"), torch.float32).default_size
+
+
+SIZE = default_size()
+
+
 def outputs(folder, name):
     return [os.path.join(folder, f"{name}.{ext}") for ext in ("mp4", "gif", "json")]
 
@@ -47,8 +58,8 @@ def test_generate_writes_mp4_gif_json(tmp_path, capsys):
     )
     assert code == 0
     mp4, gif, meta = outputs(out, "a-red-circle-moving-right-s3")
-    assert_video(mp4, 3, (64, 64))
-    assert_video(gif, 3, (64, 64))
+    assert_video(mp4, 3, (SIZE, SIZE))
+    assert_video(gif, 3, (SIZE, SIZE))
     settings = json.load(open(meta))
     assert settings["prompt"] == "a red circle moving right" and settings["seed"] == 3
     assert mp4 in capsys.readouterr().out
@@ -78,9 +89,9 @@ def test_edit(tmp_path, clip_file):
         )
         == 0
     )
-    assert_video(os.path.join(out, "a-blue-square-moving-right.mp4"), 3, (64, 64))
+    assert_video(os.path.join(out, "a-blue-square-moving-right.mp4"), 3, (SIZE, SIZE))
     grid = read_video(os.path.join(out, "a-blue-square-moving-right-side-by-side.gif"))
-    assert grid.shape[2] == 3 * 64 + 2 * 2  # input | reconstruction | edit
+    assert grid.shape[2] == 3 * SIZE + 2 * 2  # input | reconstruction | edit
     assert os.path.isfile(os.path.join(out, "a-blue-square-moving-right-loss.png"))
 
 
@@ -131,7 +142,7 @@ def test_train_then_generate_with_the_adapters(tmp_path, clip_file):
         )
         == 0
     )
-    assert_video(os.path.join(out, "with-adapters.mp4"), 2, (64, 64))
+    assert_video(os.path.join(out, "with-adapters.mp4"), 2, (SIZE, SIZE))
 
 
 def test_superres(tmp_path):
@@ -154,7 +165,7 @@ def test_demo(tmp_path):
     "argv, message",
     [
         (["generate", "x", "--model", "/no/such/folder"], "does not exist"),
-        (["generate", "x", "--size", "60", "--steps", "1"], "multiples of 8 pixels"),
+        (["generate", "x", "--size", "30", "--steps", "1"], "positive multiples of"),
         (["generate", "x", "--frames", "0"], "num_frames must be >= 1"),
         (["generate", "x", "--dtype", "fp16", "--device", "cpu"], "fp16 needs --device cuda"),
         (["edit", "/no/such.mp4", "--prompt", "a", "--edit", "b"], "does not exist"),
