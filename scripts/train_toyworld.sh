@@ -22,7 +22,7 @@ resume=()
   --checkpoint-every 250 --no-checkpointing --device cpu --seed 0 --output "$RUN/stage2" \
   --save-pipeline "$RUN/model" "${resume[@]}"
 
-$SIMDA eval-toyworld --model "$RUN/model" --seeds 2 --steps 25 --guidance 4 --ablations \
+$SIMDA eval-toyworld --model "$RUN/model" --seeds 4 --steps 25 --ablations \
   --device cpu --report "$RUN/eval.md"
 
 if [ "${SHIP:-0}" = 1 ]; then
