@@ -117,6 +117,9 @@ def _settings(args, **extra) -> dict:
 
 def cmd_generate(args) -> int:
     pipe = load_pipeline(args)
+    defaults = pipe.sampling_defaults  # record the values used, not None
+    args.steps = args.steps or defaults["num_inference_steps"]
+    args.guidance = defaults["guidance_scale"] if args.guidance is None else args.guidance
     generator = torch.Generator().manual_seed(args.seed)
     size = args.size or pipe.default_size
     start = time.perf_counter()
