@@ -438,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune-steps", type=int, default=None, help="tuning steps (default: 60 on CPU, 300 on GPU)"
     )
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: 20 / 50)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance of the edit (default: the built-in model's setting, else 12.5)",
+    )
     p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
     p.set_defaults(func=cmd_demo)
 
