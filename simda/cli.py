@@ -117,9 +117,7 @@ def _settings(args, **extra) -> dict:
 
 def cmd_generate(args) -> int:
     pipe = load_pipeline(args)
-    defaults = pipe.sampling_defaults  # record the values used, not None
-    args.steps = args.steps or defaults["num_inference_steps"]
-    args.guidance = defaults["guidance_scale"] if args.guidance is None else args.guidance
+    _resolve_sampling(args, pipe)
     generator = torch.Generator().manual_seed(args.seed)
     size = args.size or pipe.default_size
     start = time.perf_counter()
@@ -217,15 +215,14 @@ def cmd_superres(args) -> int:
     if not pipe.config.get("superres"):
         make_superres(pipe)
     low = read_video(args.video, args.frames)
+    _resolve_sampling(args, pipe)
     frames = upscale(
         pipe,
         low,
         args.prompt,
         scale=args.scale,
-        num_inference_steps=args.steps or pipe.sampling_defaults["num_inference_steps"],
-        guidance_scale=(
-            pipe.sampling_defaults["guidance_scale"] if args.guidance is None else args.guidance
-        ),
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
         generator=torch.Generator().manual_seed(args.seed),
         progress=not args.quiet,
     )
@@ -254,18 +251,16 @@ def cmd_toyworld(args) -> int:
         print(toyworld.write_dataset(args.output, args.clips, args.seed))
         return 0
     if args.action == "ship":
+        import shutil
+
         from simda.pipelines import SimDAPipeline
 
         if not args.model:
             raise SimDAError("toyworld ship needs --model (the trained pipeline folder)")
-        import shutil
-
         pipe = SimDAPipeline.from_pretrained(args.model)
-        if pipe.unet.config.in_channels != 3 * toyworld.FACTOR**2:
+        if not toyworld.is_toyworld(pipe):
             raise SimDAError(f"--model {args.model!r} is not a toy-world model")
-        pipe.config.setdefault(
-            "sampling", {"num_inference_steps": 25, "guidance_scale": toyworld.GUIDANCE}
-        )
+        pipe.config.setdefault("sampling", dict(toyworld.SAMPLING))
         target = os.path.join(os.path.dirname(__file__), "assets", "toyworld")
         staging = f"{target}.tmp-{os.getpid()}"
         pipe.save_pretrained(staging, dtype=torch.float16)
@@ -287,21 +282,15 @@ def cmd_toyworld(args) -> int:
     return 0
 
 
-def toyworld_captions() -> list[str]:
-    from simda.toyworld import CAPTIONS
-
-    return CAPTIONS
-
-
 def cmd_eval_toyworld(args) -> int:
     from simda import toyworld
 
     pipe = load_pipeline(args)
-    if pipe.unet.config.in_channels != 3 * toyworld.FACTOR**2:
+    if not toyworld.is_toyworld(pipe):
         raise SimDAError("eval-toyworld needs a toy-world model (32x32 pixels, space-to-depth)")
-    if not 1 <= args.captions <= len(toyworld.CAPTIONS):
+    if args.captions is not None and not 1 <= args.captions <= len(toyworld.CAPTIONS):
         raise SimDAError(f"--captions must be in 1..{len(toyworld.CAPTIONS)}, got {args.captions}")
-    captions = toyworld.caption_subset(args.captions)
+    captions = toyworld.caption_subset(args.captions or len(toyworld.CAPTIONS))
     if args.guidance is None:
         args.guidance = pipe.sampling_defaults["guidance_scale"]
     names = list(toyworld.ABLATIONS) if args.ablations else ["full model"]
@@ -412,6 +401,16 @@ def _common(p, model=True):
             action="store_true",
             help="keep the reference kernels (skip simda.optimize)",
         )
+
+
+def _resolve_sampling(args, pipe) -> None:
+    """Fill ``--steps``/``--guidance`` left unset with the model's recommended settings, so
+    the settings JSON records the values used."""
+    defaults = pipe.sampling_defaults
+    if args.steps is None:
+        args.steps = defaults["num_inference_steps"]
+    if args.guidance is None:
+        args.guidance = defaults["guidance_scale"]
 
 
 def _sampling(p):
@@ -545,7 +544,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--captions",
         type=int,
-        default=len(toyworld_captions()),
         help="score a fixed random subset of this many captions (default: all 48)",
     )
     p.add_argument("--report", help="write the table here (markdown, plus .json)")

@@ -35,12 +35,13 @@ def run_demo(args) -> int:
     )
     # toy world: at guidance 6 the edited shape leaves the inverted clip's path, at 1.5 its
     # colour does not change; 3 sits between. Other models: the released setting (12.5)
+    toy = toyworld.is_toyworld(pipe)  # the shipped toy-world model
     guidance = args.guidance
     if guidance is None:
-        guidance = EDIT_GUIDANCE if "sampling" in pipe.config else 12.5
+        guidance = EDIT_GUIDANCE if toy else 12.5
     t2v_paths: list[str] = []
     t2v_rows = []
-    if pipe.unet.config.in_channels == 3 * toyworld.FACTOR**2:  # the shipped toy-world model
+    if toy:
         t2v_rows = _text_to_video(pipe, args, t2v_paths)  # before tuning changes the adapters
     result = edit_video(
         pipe,

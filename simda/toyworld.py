@@ -113,6 +113,12 @@ def sample(seed: int, *, frames: int = 8, size: int = 32) -> tuple[np.ndarray, s
 VOCAB = ["a", "moving", *COLOURS, *SHAPES, *DIRECTIONS]
 SIZE, FRAMES, FACTOR = 32, 8, 4
 GUIDANCE = 6.0  # recommended classifier-free guidance (saved with the model)
+SAMPLING = {"num_inference_steps": 25, "guidance_scale": GUIDANCE}
+
+
+def is_toyworld(pipe) -> bool:
+    """Whether ``pipe`` is a toy-world pipeline (space-to-depth pixels, 48 channels)."""
+    return pipe.unet.config.in_channels == 3 * FACTOR**2
 
 
 def base_unet_config() -> dict:
@@ -156,7 +162,7 @@ def build_pipeline(seed: int = 0):
         {
             "preset": "toyworld",
             "description": "toy-world text-to-video",
-            "sampling": {"num_inference_steps": 25, "guidance_scale": GUIDANCE},
+            "sampling": dict(SAMPLING),
         },
     )
 
