@@ -23,10 +23,11 @@ from triton.compiler import ASTSource
 
 from simda_kernels import lsa
 
-KERNELS = {
-    "fwd": ("_lsa_fwd_kernel", ("Q", "K", "V", "OUT"), ("LSE",)),
-    "bwd_dq": ("_lsa_bwd_dq_kernel", ("Q", "K", "V", "DO", "DQ"), ("LSE", "DELTA")),
-    "bwd_dkdv": ("_lsa_bwd_dkdv_kernel", ("Q", "K", "V", "DO", "DK", "DV"), ("LSE", "DELTA")),
+ROWS = ("_lsa_rows_kernel", ("Q", "K", "V", "DO", "OUT"), ("LSE", "DELTA"))
+KERNELS = {  # pass: (kernel, 16-bit tensors, fp32 tensors, constexprs of the pass)
+    "fwd": (*ROWS, {"BWD": False}),
+    "bwd_dq": (*ROWS, {"BWD": True}),
+    "bwd_dkdv": ("_lsa_bwd_dkdv_kernel", ("Q", "K", "V", "DO", "DK", "DV"), ("LSE", "DELTA"), {}),
 }
 DTYPES = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
 FULL = [  # (dtype, head_dim, n_tokens, layout, class_major)
@@ -45,7 +46,7 @@ QUICK = [
 
 
 def compile_variant(kind, dtype, head_dim, n_tokens, layout, class_major, arch, heads=8):
-    name, tensors, fp32_tensors = KERNELS[kind]
+    name, tensors, fp32_tensors, pass_consts = KERNELS[kind]
     fn = getattr(lsa, name)
     cfg = lsa.lsa_config(
         kind, head_dim, n_tokens, (arch // 10, arch % 10), 4 if dtype == "fp32" else 2
@@ -67,6 +68,7 @@ def compile_variant(kind, dtype, head_dim, n_tokens, layout, class_major, arch, 
         PRECISION="ieee" if dtype == "fp32" else "tf32",
         D=head_dim,
         ALIGN=align,
+        **pass_consts,
     )
     # Model layout (B*F, N, heads, D): strides in units of ALIGN elements.
     stride_of = {

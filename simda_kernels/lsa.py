@@ -16,8 +16,10 @@ Backward (recompute from the log-sum-exp, as in FlashAttention-2), with delta_i 
     dV_j = sum_i P_ij dO_i        dP_ij = dO_i . V_j        dS_ij = P_ij (dP_ij - delta_i)
     dQ_i = scale sum_j dS_ij K_j  dK_j = scale sum_i dS_ij Q_i
 
-dQ is accumulated per query block and dK/dV per key block, each by exactly one program that
-visits every reader of its keys in a fixed order: deterministic, no atomics.
+The forward and dQ are one query-side kernel (``_lsa_rows_kernel``, ``BWD`` selects the pass):
+a program owns a block of queries and walks its keys. dK/dV are accumulated per key block by
+``_lsa_bwd_dkdv_kernel``, one program per block that visits every reader of its keys in a fixed
+order. Deterministic, no atomics.
 
 Head dims are split into two power-of-two chunks (40 = 32 + 16, 80 = 64 + 16, 160 = 128 + 32)
 and masked, so nothing is padded in memory.
@@ -215,185 +217,11 @@ if HAS_TRITON:
         return acc
 
     @triton.jit
-    def _fwd_segment(
+    def _row_segment(
         acc_a,
         acc_b,
         m_i,
         l_i,
-        q_a,
-        q_b,
-        k_ptr,
-        v_ptr,
-        stride_kn,
-        stride_vn,
-        rc,
-        cc,
-        cols,
-        n_c,
-        W,
-        off,
-        bias,
-        qk_scale,
-        D,
-        BLOCK_N: tl.constexpr,
-        DA: tl.constexpr,
-        DB: tl.constexpr,
-        HAS_B: tl.constexpr,
-        CLASS_MAJOR: tl.constexpr,
-        PRECISION: tl.constexpr,
-    ):
-        """Online softmax over the keys of one class of one source (one frame)."""
-        for start in range(0, n_c, BLOCK_N):
-            t = start + tl.arange(0, BLOCK_N)
-            valid = t < n_c
-            tok = _class_tokens(t, rc, cc, cols, W, off, CLASS_MAJOR)
-            k_a, k_b = _load_rows(k_ptr, tok, stride_kn, valid, D, DA, DB, HAS_B)
-            s = _dot2(q_a, tl.trans(k_a), q_b, tl.trans(k_b), HAS_B, PRECISION)
-            s = tl.where(valid[None, :], s * qk_scale + bias, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v_a, v_b = _load_rows(v_ptr, tok, stride_vn, valid, D, DA, DB, HAS_B)
-            p = p.to(v_a.dtype)
-            acc_a = acc_a * alpha[:, None] + tl.dot(p, v_a, input_precision=PRECISION)
-            if HAS_B:
-                acc_b = acc_b * alpha[:, None] + tl.dot(p, v_b, input_precision=PRECISION)
-            m_i = m_new
-        return acc_a, acc_b, m_i, l_i
-
-    @triton.jit
-    def _lsa_fwd_kernel(
-        Q,
-        K,
-        V,
-        OUT,
-        LSE,
-        stride_qb,
-        stride_qh,
-        stride_qn,
-        stride_kb,
-        stride_kh,
-        stride_kn,
-        stride_vb,
-        stride_vh,
-        stride_vn,
-        stride_ob,
-        stride_oh,
-        stride_on,
-        heads,
-        frames,
-        N,
-        H,
-        W,
-        qk_scale,
-        D: tl.constexpr,
-        LAYOUT: tl.constexpr,
-        CLASS_MAJOR: tl.constexpr,
-        PACKED_LO: tl.constexpr,
-        PACKED_HI: tl.constexpr,
-        BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr,
-        DA: tl.constexpr,
-        DB: tl.constexpr,
-        HAS_B: tl.constexpr,
-        PRECISION: tl.constexpr,
-        ALIGN: tl.constexpr,
-    ):
-        stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
-        stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
-        stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
-        stride_ob, stride_oh, stride_on = _aligned(stride_ob, stride_oh, stride_on, ALIGN)
-        pid_m = tl.program_id(0)
-        h = tl.program_id(1)
-        bf = tl.program_id(2)
-        f = bf % frames
-        video = (bf - f).to(tl.int64)  # index of this video's frame 0
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        m_valid = offs_m < N
-        q_ptr = Q + bf.to(tl.int64) * stride_qb + h * stride_qh
-        q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B)
-        k_video = K + video * stride_kb + h * stride_kh
-        v_video = V + video * stride_vb + h * stride_vh
-
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc_a = tl.zeros([BLOCK_M, DA], tl.float32)
-        acc_b = tl.zeros([BLOCK_M, DB], tl.float32)
-        off = 0
-        for c in range(16):
-            rc, cc, s, cols, n_c = _class_info(c, H, W, PACKED_LO, PACKED_HI)
-            g0 = _source_frame(f, s, 0, LAYOUT)
-            g1 = _source_frame(f, s, 1, LAYOUT)
-            dup = g0 == g1
-            acc_a, acc_b, m_i, l_i = _fwd_segment(
-                acc_a,
-                acc_b,
-                m_i,
-                l_i,
-                q_a,
-                q_b,
-                k_video + g0 * stride_kb,
-                v_video + g0 * stride_vb,
-                stride_kn,
-                stride_vn,
-                rc,
-                cc,
-                cols,
-                n_c,
-                W,
-                off,
-                tl.where(dup, 1.0, 0.0),
-                qk_scale,
-                D,
-                BLOCK_N,
-                DA,
-                DB,
-                HAS_B,
-                CLASS_MAJOR,
-                PRECISION,
-            )
-            if g0 != g1:
-                acc_a, acc_b, m_i, l_i = _fwd_segment(
-                    acc_a,
-                    acc_b,
-                    m_i,
-                    l_i,
-                    q_a,
-                    q_b,
-                    k_video + g1 * stride_kb,
-                    v_video + g1 * stride_vb,
-                    stride_kn,
-                    stride_vn,
-                    rc,
-                    cc,
-                    cols,
-                    n_c,
-                    W,
-                    off,
-                    0.0,
-                    qk_scale,
-                    D,
-                    BLOCK_N,
-                    DA,
-                    DB,
-                    HAS_B,
-                    CLASS_MAJOR,
-                    PRECISION,
-                )
-            off += n_c
-
-        o_ptr = OUT + bf.to(tl.int64) * stride_ob + h * stride_oh
-        out_a = (acc_a / l_i[:, None]).to(OUT.dtype.element_ty)
-        out_b = (acc_b / l_i[:, None]).to(OUT.dtype.element_ty)
-        _store_rows(o_ptr, offs_m, stride_on, m_valid, D, out_a, out_b, DA, DB, HAS_B)
-        lse_ptr = LSE + (bf.to(tl.int64) * heads + h) * N + offs_m
-        tl.store(lse_ptr, m_i + tl.log2(l_i), mask=m_valid)  # base 2
-
-    @triton.jit
-    def _dq_segment(
-        dq_a,
-        dq_b,
         q_a,
         q_b,
         do_a,
@@ -407,7 +235,7 @@ if HAS_TRITON:
         rc,
         cc,
         cols,
-        n_c,
+        n_keys,
         W,
         off,
         bias,
@@ -419,30 +247,47 @@ if HAS_TRITON:
         HAS_B: tl.constexpr,
         CLASS_MAJOR: tl.constexpr,
         PRECISION: tl.constexpr,
+        BWD: tl.constexpr,
     ):
-        for start in range(0, n_c, BLOCK_N):
+        """A block of queries against the keys of one class of one source frame: online
+        softmax into ``acc`` (forward), or ``acc += dS K`` (``BWD``, dQ)."""
+        for start in range(0, n_keys, BLOCK_N):
             t = start + tl.arange(0, BLOCK_N)
-            valid = t < n_c
+            valid = t < n_keys
             tok = _class_tokens(t, rc, cc, cols, W, off, CLASS_MAJOR)
             k_a, k_b = _load_rows(k_ptr, tok, stride_kn, valid, D, DA, DB, HAS_B)
-            v_a, v_b = _load_rows(v_ptr, tok, stride_vn, valid, D, DA, DB, HAS_B)
+            if BWD:
+                v_a, v_b = _load_rows(v_ptr, tok, stride_vn, valid, D, DA, DB, HAS_B)
             s = _dot2(q_a, tl.trans(k_a), q_b, tl.trans(k_b), HAS_B, PRECISION)
-            p = tl.exp2(s * qk_scale + bias - lse2[:, None])
-            p = tl.where(valid[None, :], p, 0.0)
-            dp = _dot2(do_a, tl.trans(v_a), do_b, tl.trans(v_b), HAS_B, PRECISION)
-            ds = (p * (dp - delta[:, None])).to(k_a.dtype)
-            dq_a += tl.dot(ds, k_a, input_precision=PRECISION)
-            if HAS_B:
-                dq_b += tl.dot(ds, k_b, input_precision=PRECISION)
-        return dq_a, dq_b
+            s = s * qk_scale + bias
+            if BWD:
+                p = tl.where(valid[None, :], tl.exp2(s - lse2[:, None]), 0.0)
+                dp = _dot2(do_a, tl.trans(v_a), do_b, tl.trans(v_b), HAS_B, PRECISION)
+                ds = (p * (dp - delta[:, None])).to(k_a.dtype)
+                acc_a += tl.dot(ds, k_a, input_precision=PRECISION)
+                if HAS_B:
+                    acc_b += tl.dot(ds, k_b, input_precision=PRECISION)
+            else:
+                s = tl.where(valid[None, :], s, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                alpha = tl.exp2(m_i - m_new)
+                p = tl.exp2(s - m_new[:, None])
+                l_i = l_i * alpha + tl.sum(p, 1)
+                v_a, v_b = _load_rows(v_ptr, tok, stride_vn, valid, D, DA, DB, HAS_B)
+                p = p.to(v_a.dtype)
+                acc_a = acc_a * alpha[:, None] + tl.dot(p, v_a, input_precision=PRECISION)
+                if HAS_B:
+                    acc_b = acc_b * alpha[:, None] + tl.dot(p, v_b, input_precision=PRECISION)
+                m_i = m_new
+        return acc_a, acc_b, m_i, l_i
 
     @triton.jit
-    def _lsa_bwd_dq_kernel(
+    def _lsa_rows_kernel(
         Q,
         K,
         V,
         DO,
-        DQ,
+        OUT,
         LSE,
         DELTA,
         stride_qb,
@@ -457,9 +302,9 @@ if HAS_TRITON:
         stride_dob,
         stride_doh,
         stride_don,
-        stride_dqb,
-        stride_dqh,
-        stride_dqn,
+        stride_ob,
+        stride_oh,
+        stride_on,
         heads,
         frames,
         N,
@@ -479,90 +324,81 @@ if HAS_TRITON:
         HAS_B: tl.constexpr,
         PRECISION: tl.constexpr,
         ALIGN: tl.constexpr,
+        BWD: tl.constexpr,
     ):
+        """One block of queries of one frame and head against its 2N keys, class by class.
+
+        Forward: OUT = softmax(S) V and LSE = base-2 log-sum-exp (DO, DELTA unused).
+        ``BWD``: OUT = dQ, from DO and the saved LSE and DELTA = rowsum(O * dO).
+        """
         stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
         stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
         stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
         stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
-        stride_dqb, stride_dqh, stride_dqn = _aligned(stride_dqb, stride_dqh, stride_dqn, ALIGN)
+        stride_ob, stride_oh, stride_on = _aligned(stride_ob, stride_oh, stride_on, ALIGN)
         pid_m = tl.program_id(0)
         h = tl.program_id(1)
         bf = tl.program_id(2)
         f = bf % frames
-        video = (bf - f).to(tl.int64)
+        video = (bf - f).to(tl.int64)  # index of this video's frame 0
+        bf64 = bf.to(tl.int64)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         m_valid = offs_m < N
-        bf64 = bf.to(tl.int64)
-        q_a, q_b = _load_rows(
-            Q + bf64 * stride_qb + h * stride_qh, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B
-        )
-        do_a, do_b = _load_rows(
-            DO + bf64 * stride_dob + h * stride_doh, offs_m, stride_don, m_valid, D, DA, DB, HAS_B
-        )
+        q_ptr = Q + bf64 * stride_qb + h * stride_qh
+        q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B)
         row = (bf64 * heads + h) * N + offs_m
-        lse2 = tl.load(LSE + row, mask=m_valid, other=0.0)
-        delta = tl.load(DELTA + row, mask=m_valid, other=0.0)
+        if BWD:
+            do_ptr = DO + bf64 * stride_dob + h * stride_doh
+            do_a, do_b = _load_rows(do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B)
+            lse2 = tl.load(LSE + row, mask=m_valid, other=0.0)
+            delta = tl.load(DELTA + row, mask=m_valid, other=0.0)
+        else:
+            do_a, do_b = q_a, q_b
+            lse2 = tl.zeros([BLOCK_M], tl.float32)
+            delta = lse2
         k_video = K + video * stride_kb + h * stride_kh
         v_video = V + video * stride_vb + h * stride_vh
 
-        dq_a = tl.zeros([BLOCK_M, DA], tl.float32)
-        dq_b = tl.zeros([BLOCK_M, DB], tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc_a = tl.zeros([BLOCK_M, DA], tl.float32)
+        acc_b = tl.zeros([BLOCK_M, DB], tl.float32)
         off = 0
         for c in range(16):
             rc, cc, s, cols, n_c = _class_info(c, H, W, PACKED_LO, PACKED_HI)
             g0 = _source_frame(f, s, 0, LAYOUT)
             g1 = _source_frame(f, s, 1, LAYOUT)
-            dup = g0 == g1
-            dq_a, dq_b = _dq_segment(
-                dq_a,
-                dq_b,
-                q_a,
-                q_b,
-                do_a,
-                do_b,
-                lse2,
-                delta,
-                k_video + g0 * stride_kb,
-                v_video + g0 * stride_vb,
-                stride_kn,
-                stride_vn,
-                rc,
-                cc,
-                cols,
-                n_c,
-                W,
-                off,
-                tl.where(dup, 1.0, 0.0),
-                qk_scale,
-                D,
-                BLOCK_N,
-                DA,
-                DB,
-                HAS_B,
-                CLASS_MAJOR,
-                PRECISION,
-            )
-            if g0 != g1:
-                dq_a, dq_b = _dq_segment(
-                    dq_a,
-                    dq_b,
+            for j in tl.static_range(2):
+                if j == 0:  # a key in both sources is visited here, with weight 2
+                    g = g0
+                    n_keys = n_c
+                    bias = tl.where(g0 == g1, 1.0, 0.0)
+                else:
+                    g = g1
+                    n_keys = tl.where(g0 == g1, 0, n_c)
+                    bias = 0.0
+                acc_a, acc_b, m_i, l_i = _row_segment(
+                    acc_a,
+                    acc_b,
+                    m_i,
+                    l_i,
                     q_a,
                     q_b,
                     do_a,
                     do_b,
                     lse2,
                     delta,
-                    k_video + g1 * stride_kb,
-                    v_video + g1 * stride_vb,
+                    k_video + g * stride_kb,
+                    v_video + g * stride_vb,
                     stride_kn,
                     stride_vn,
                     rc,
                     cc,
                     cols,
-                    n_c,
+                    n_keys,
                     W,
                     off,
-                    0.0,
+                    bias,
                     qk_scale,
                     D,
                     BLOCK_N,
@@ -571,12 +407,19 @@ if HAS_TRITON:
                     HAS_B,
                     CLASS_MAJOR,
                     PRECISION,
+                    BWD,
                 )
             off += n_c
-        dq_ptr = DQ + bf64 * stride_dqb + h * stride_dqh
-        out_a = (dq_a * sm_scale).to(DQ.dtype.element_ty)
-        out_b = (dq_b * sm_scale).to(DQ.dtype.element_ty)
-        _store_rows(dq_ptr, offs_m, stride_dqn, m_valid, D, out_a, out_b, DA, DB, HAS_B)
+
+        o_ptr = OUT + bf64 * stride_ob + h * stride_oh
+        if BWD:
+            out_a = (acc_a * sm_scale).to(OUT.dtype.element_ty)
+            out_b = (acc_b * sm_scale).to(OUT.dtype.element_ty)
+        else:
+            out_a = (acc_a / l_i[:, None]).to(OUT.dtype.element_ty)
+            out_b = (acc_b / l_i[:, None]).to(OUT.dtype.element_ty)
+            tl.store(LSE + row, m_i + tl.log2(l_i), mask=m_valid)
+        _store_rows(o_ptr, offs_m, stride_on, m_valid, D, out_a, out_b, DA, DB, HAS_B)
 
     @triton.jit
     def _lsa_bwd_dkdv_kernel(
@@ -772,25 +615,23 @@ def _alignment(*tensors) -> int:
     return align
 
 
-def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
-    """Launch the forward kernel. Returns ``out`` (like q) and ``lse2`` (B*F, heads, N) fp32
-    (base-2 log-sum-exp of the scaled logits, duplicated keys counted twice)."""
-    bf, heads = q.shape[:2]
-    n, d, consts = _common(q, frames, height, width, layout, class_major)
-    cfg = lsa_config("fwd", d, n, _capability(q), q.element_size())
-    out = _new_like(q)
-    lse2 = _new_like(q, (bf, heads, n), torch.float32)
-    grid = (triton.cdiv(n, cfg.block_m), heads, bf)
-    a = _alignment(q, k, v, out)
-    _lsa_fwd_kernel[grid](
+def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, consts, bwd):
+    """The query-side kernel: the forward (``bwd=False``) or dQ (``out`` is dQ)."""
+    bf, heads, n, d = q.shape
+    cfg = lsa_config("bwd_dq" if bwd else "fwd", d, n, _capability(q), q.element_size())
+    a = _alignment(q, k, v, do, out)
+    _lsa_rows_kernel[(triton.cdiv(n, cfg.block_m), heads, bf)](
         q,
         k,
         v,
+        do,
         out,
         lse2,
+        delta,
         *_strides(q, a),
         *_strides(k, a),
         *_strides(v, a),
+        *_strides(do, a),
         *_strides(out, a),
         heads,
         frames,
@@ -798,14 +639,27 @@ def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
         height,
         width,
         scale * math.log2(math.e),
+        scale,
         D=d,
         ALIGN=a,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
+        BWD=bwd,
         **consts,
     )
+
+
+def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
+    """Launch the forward kernel. Returns ``out`` (like q) and ``lse2`` (B*F, heads, N) fp32
+    (base-2 log-sum-exp of the scaled logits, duplicated keys counted twice)."""
+    bf, heads = q.shape[:2]
+    n, d, consts = _common(q, frames, height, width, layout, class_major)
+    out = _new_like(q)
+    lse2 = _new_like(q, (bf, heads, n), torch.float32)
+    # DO and DELTA are not read by the forward: q and lse2 stand in for them.
+    _launch_rows(q, k, v, q, out, lse2, lse2, frames, height, width, scale, consts, bwd=False)
     return out, lse2
 
 
@@ -813,40 +667,12 @@ def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, sc
     """Launch the two backward kernels. Returns dq, dk, dv (each shaped and strided like q)."""
     bf, heads = q.shape[:2]
     n, d, consts = _common(q, frames, height, width, layout, class_major)
-    cfg_dq = lsa_config("bwd_dq", d, n, _capability(q), q.element_size())
     cfg = lsa_config("bwd_dkdv", d, n, _capability(q), q.element_size())
     delta = (out.float() * grad_out.float()).sum(-1).contiguous()  # (B*F, heads, N)
     dq, dk, dv = _new_like(q), _new_like(k), _new_like(v)
+    _launch_rows(q, k, v, grad_out, dq, lse2, delta, frames, height, width, scale, consts, True)
     qk_scale = scale * math.log2(math.e)
     a = _alignment(q, k, v, grad_out, dq, dk, dv)
-    _lsa_bwd_dq_kernel[(triton.cdiv(n, cfg_dq.block_m), heads, bf)](
-        q,
-        k,
-        v,
-        grad_out,
-        dq,
-        lse2,
-        delta,
-        *_strides(q, a),
-        *_strides(k, a),
-        *_strides(v, a),
-        *_strides(grad_out, a),
-        *_strides(dq, a),
-        heads,
-        frames,
-        n,
-        height,
-        width,
-        qk_scale,
-        scale,
-        D=d,
-        ALIGN=a,
-        BLOCK_M=cfg_dq.block_m,
-        BLOCK_N=cfg_dq.block_n,
-        num_warps=cfg_dq.num_warps,
-        num_stages=cfg_dq.num_stages,
-        **consts,
-    )
     largest_class = -(-height // 4) * -(-width // 4)
     blocks_per_class = triton.cdiv(largest_class, cfg.block_n)
     _lsa_bwd_dkdv_kernel[(16 * blocks_per_class, heads, bf)](
