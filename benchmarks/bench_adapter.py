@@ -11,15 +11,13 @@ writes it: 1x1x1 Conv3d, GELU, depthwise (3,1,1) Conv3d. Without a GPU: tiny CPU
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 
 import torch
 import torch.nn.functional as F
 
 import simda_kernels
-from benchmarks.bench_lsa import DTYPES, bench_ms, matmul_tflops
+from benchmarks.bench_lsa import DTYPES, bench_ms, matmul_tflops, parse_cli, write_json
 
 GPU_SHAPES = [  # (B, C, F, H, W)
     (2, 320, 16, 32, 32),
@@ -124,12 +122,7 @@ def markdown(rows, copy, matmul) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", nargs="+", default=["fp16", "bf16"], choices=tuple(DTYPES))
-    parser.add_argument("--json", help="write the raw rows here")
-    args = parser.parse_args(argv)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    card = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, reference only)"
+    args, device, card = parse_cli(__doc__, argv)
     copy, matmul = copy_tbps(device), matmul_tflops(device)
     print(f"# temporal adapter on {card}, torch {torch.__version__}")
     if copy:
@@ -146,13 +139,7 @@ def main(argv=None) -> int:
     print(
         f"\nforward geometric-mean speed-up over eager: {statistics.geometric_mean(speedups):.2f}x"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"card": card, "copy_tbps": copy, "matmul_tflops": matmul, "rows": rows},
-                f,
-                indent=1,
-            )
+    write_json(args.json, card=card, copy_tbps=copy, matmul_tflops=matmul, rows=rows)
     return 0
 
 

@@ -147,13 +147,25 @@ def markdown(rows, matmul) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_cli(doc: str, argv=None):
+    """(arguments, device, card name) of a kernel benchmark's command line."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--dtype", nargs="+", default=["fp16", "bf16"], choices=tuple(DTYPES))
     parser.add_argument("--json", help="write the raw rows here")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, reference only)"
+    return args, device, card
+
+
+def write_json(path: str | None, **payload) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=1)
+
+
+def main(argv=None) -> int:
+    args, device, card = parse_cli(__doc__, argv)
     matmul = matmul_tflops(device)
     print(f"# latent-shift attention on {card}, torch {torch.__version__}")
     if matmul:
@@ -164,9 +176,7 @@ def main(argv=None) -> int:
         for shape in (GPU_SHAPES if device == "cuda" else CPU_SHAPES)
     ]
     print(markdown(rows, matmul))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"card": card, "matmul_tflops": matmul, "rows": rows}, f, indent=1)
+    write_json(args.json, card=card, matmul_tflops=matmul, rows=rows)
     return 0
 
 

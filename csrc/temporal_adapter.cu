@@ -158,11 +158,23 @@ __device__ void gemm_tile_fma(const T* x, const T* w, const Geometry& g, int b, 
     for (int j = 0; j < 4; ++j) ring[(i0 + i) * kLdRing + j0 + j] = acc[i][j];
 }
 
+// Tensor cores for fp16 from sm_70 and bf16 from sm_80; FMAs otherwise (and for fp32).
+template <typename T>
+__device__ constexpr bool use_wmma() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+  return false;
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  return std::is_same_v<T, __half>;
+#else
+  return !std::is_same_v<T, float>;
+#endif
+}
+
 template <typename T, int RT>
 __device__ __forceinline__ void compute_pre(const T* x, const T* w, const Geometry& g, int b,
                                             int f, int r0, int64_t t0, T* sW, T* sX, float* ring,
                                             bool channels_last) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (!use_wmma<T>()) {
     gemm_tile_fma<T, RT>(x, w, g, b, f, r0, t0, sW, sX, ring, channels_last);
   } else {
     gemm_tile<T, RT>(x, w, g, b, f, r0, t0, sW, sX, ring, channels_last);

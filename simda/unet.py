@@ -25,13 +25,10 @@ from simda_kernels.reference import LSA_LAYOUTS
 MODEL_LSA_LAYOUTS = (*LSA_LAYOUTS, "self")
 
 
-class SimDATransformerBlock(BasicTransformerBlock):
-    """SD's transformer block with SimDA's spatial adapters (in forward order):
-
-    1. ``h = h + y + attn_adapter(y)``, ``y = LSA(norm1(h))``
-    2. ``h = h + attn2(norm2(h), text)``
-    3. ``h = h + ff(norm3(h)) + ffn_adapter(h)``  (the FFN adapter runs on raw ``h``)
-    """
+class VideoTransformerBlock(BasicTransformerBlock):
+    """A diffusers ``BasicTransformerBlock`` run on the frames of videos folded into the batch,
+    ``(B*F, N, D)``. Subclasses (SimDA here; Tune-A-Video and LVDM in ``benchmarks/``) write
+    ``video_forward(h, text, text_mask)``; the block's image-model layers keep their names."""
 
     def forward(
         self,
@@ -44,14 +41,40 @@ class SimDATransformerBlock(BasicTransformerBlock):
         class_labels=None,
         added_cond_kwargs=None,
     ):
-        h = hidden_states
+        return self.video_forward(hidden_states, encoder_hidden_states, encoder_attention_mask)
+
+    def video_forward(self, h, text, text_mask):
+        raise NotImplementedError
+
+    def cross_attention(self, h, text, text_mask):
+        """``h + attn2(norm2(h), text)``: the image model's cross-attention, residual added."""
+        return h + self.attn2(self.norm2(h), encoder_hidden_states=text, attention_mask=text_mask)
+
+    @staticmethod
+    def frames_to_tokens(h, frames):
+        """(B*F, N, D) -> (B*N, F, D): one sequence over frames per token."""
+        bf, n, d = h.shape
+        return h.view(bf // frames, frames, n, d).transpose(1, 2).reshape(-1, frames, d)
+
+    @staticmethod
+    def tokens_to_frames(t, n):
+        """(B*N, F, D) -> (B*F, N, D), the inverse of ``frames_to_tokens``."""
+        bn, f, d = t.shape
+        return t.view(bn // n, n, f, d).transpose(1, 2).reshape(-1, n, d)
+
+
+class SimDATransformerBlock(VideoTransformerBlock):
+    """SD's transformer block with SimDA's spatial adapters (in forward order):
+
+    1. ``h = h + y + attn_adapter(y)``, ``y = LSA(norm1(h))``
+    2. ``h = h + attn2(norm2(h), text)``
+    3. ``h = h + ff(norm3(h)) + ffn_adapter(h)``  (the FFN adapter runs on raw ``h``)
+    """
+
+    def video_forward(self, h, text, text_mask):
         y = self.attn1(self.norm1(h))
         h = h + y + self.attn_adapter(y)
-        h = h + self.attn2(
-            self.norm2(h),
-            encoder_hidden_states=encoder_hidden_states,
-            attention_mask=encoder_attention_mask,
-        )
+        h = self.cross_attention(h, text, text_mask)
         return h + self.ff(self.norm3(h)) + self.ffn_adapter(h)
 
 
@@ -172,7 +195,7 @@ def _check_inflatable(unet):
             f"inflate expects a diffusers UNet2DConditionModel, got {type(unet).__name__}"
         )
     blocks = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
-    if any(isinstance(b, SimDATransformerBlock) for b in blocks):
+    if any(isinstance(b, VideoTransformerBlock) for b in blocks):
         raise ValueError("this UNet is already inflated")
     if not blocks:
         raise ValueError("this UNet has no transformer blocks: SimDA needs an SD-1.x style UNet")

@@ -388,8 +388,8 @@ if HAS_TRITON:
                     do_b,
                     lse2,
                     delta,
-                    k_video + g * stride_kb,
-                    v_video + g * stride_vb,
+                    k_video + g.to(tl.int64) * stride_kb,
+                    v_video + g.to(tl.int64) * stride_vb,
                     stride_kn,
                     stride_vn,
                     rc,
@@ -606,13 +606,33 @@ def _strides(t, align):
 
 
 def _alignment(*tensors) -> int:
-    """Largest power of two (<= 16) dividing every stride and data pointer offset, in elements."""
+    """Largest power of two (<= 16) dividing every stride and data pointer offset, in elements.
+
+    1 when a stride needs 64 bits: Triton types ``stride // align`` as int32 when it fits, and
+    the kernel's ``* ALIGN`` would then overflow."""
+    if any(s >= 2**31 for t in tensors for s in t.stride()):
+        return 1
     align = 16
     for t in tensors:
         for x in (*t.stride()[:3], t.data_ptr() // t.element_size() if t.data_ptr() else 0):
             while x % align:
                 align //= 2
     return align
+
+
+def _check_rows(**tensors) -> None:
+    """The kernels read each token's head_dim values as one contiguous row."""
+    for name, t in tensors.items():
+        if t.shape[-1] > 1 and t.stride(-1) != 1:
+            raise ValueError(
+                f"{name} must be contiguous along the head dim (stride(-1) == 1) for the Triton "
+                f"kernel, got strides {tuple(t.stride())}; pass {name}.contiguous()"
+            )
+
+
+def _device_of(t):
+    """Triton launches on the current CUDA device: make it ``t``'s."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, consts, bwd):
@@ -654,6 +674,7 @@ def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, co
 def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
     """Launch the forward kernel. Returns ``out`` (like q) and ``lse2`` (B*F, heads, N) fp32
     (base-2 log-sum-exp of the scaled logits, duplicated keys counted twice)."""
+    _check_rows(q=q, k=k, v=v)
     bf, heads = q.shape[:2]
     n, d, consts = _common(q, frames, height, width, layout, class_major)
     out = _new_like(q)
@@ -665,6 +686,7 @@ def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
 
 def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major):
     """Launch the two backward kernels. Returns dq, dk, dv (each shaped and strided like q)."""
+    _check_rows(grad_out=grad_out, q=q, k=k, v=v)
     bf, heads = q.shape[:2]
     n, d, consts = _common(q, frames, height, width, layout, class_major)
     cfg = lsa_config("bwd_dkdv", d, n, _capability(q), q.element_size())
@@ -807,7 +829,8 @@ if HAS_TRITON:
         scale: float,
         class_major: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return lsa_forward(q, k, v, frames, height, width, layout, scale, class_major)
+        with _device_of(q):
+            return lsa_forward(q, k, v, frames, height, width, layout, scale, class_major)
 
     @torch.library.custom_op("simda::latent_shift_attention_backward", mutates_args=())
     def lsa_backward_op(
@@ -824,9 +847,10 @@ if HAS_TRITON:
         scale: float,
         class_major: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return lsa_backward(
-            grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major
-        )
+        with _device_of(q):
+            return lsa_backward(
+                grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major
+            )
 
     if not INTERPRET:  # under the interpreter, CPU tensors run the Triton kernels themselves
 

@@ -169,11 +169,11 @@ def _dx_like(x):
 
 @adapter_backward_op.register_fake
 def _adapter_backward_fake(grad, x, w_down, b_down, conv_w, act):
-    return (
+    return (  # the extension returns the weight grads contiguous
         _dx_like(x),
-        torch.empty_like(w_down),
-        torch.empty_like(b_down),
-        torch.empty_like(conv_w),
+        w_down.new_empty(w_down.shape),
+        b_down.new_empty(b_down.shape),
+        conv_w.new_empty(conv_w.shape),
         w_down.new_empty(w_down.shape[:1]),
     )
 

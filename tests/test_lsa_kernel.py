@@ -101,6 +101,17 @@ def test_several_videos_and_blocks_per_class(poisoned):
         check_against_reference("paper", torch.float32, "raster", 2, 17, 13, 16, batch=2)
 
 
+def test_gpu_block_sizes_in_the_interpreter(poisoned):
+    """The block sizes the launch-config function picks on sm_90 for 16-bit D = 40 (several
+    query blocks, one key block per class), run by the interpreter."""
+    with lsa.launch_config(
+        fwd={"block_m": 128, "block_n": 64},
+        bwd_dq={"block_m": 64, "block_n": 64},
+        bwd_dkdv={"block_m": 32, "block_n": 64},
+    ):
+        check_against_reference("released", torch.float16, "raster", 3, 13, 11, 40)
+
+
 def test_class_major_is_a_permutation_of_raster():
     q, k, v = make_qkv(3, 6, 5, 16, torch.float32)
     order = reference.class_major_order(6, 5)
@@ -220,6 +231,16 @@ def test_triton_rejects_float64_and_huge_head_dims():
     q, k, v = make_qkv(1, 1, 1, 264, torch.float32)
     with pytest.raises(ValueError, match="head dims up to 256"):
         simda_kernels.latent_shift_attention(q, k, v, 1, 1, 1, backend="triton")
+
+
+def test_kernel_entry_checks_rows_and_wide_strides():
+    q, k, v = make_qkv(2, 4, 4, 16, torch.float32)
+    strided = torch.randn(2, 1, 16, 32)[..., ::2]  # head dim with stride 2
+    with pytest.raises(ValueError, match="k must be contiguous along the head dim"):
+        lsa.lsa_forward(q, strided, v, 2, 4, 4, "paper", 0.25, False)
+    assert lsa._alignment(q, k, v) == 16
+    wide = torch.empty_strided((2, 1, 1, 16), (2**31, 16, 16, 1), device="meta")
+    assert lsa._alignment(q, wide) == 1  # 64-bit strides are passed unscaled
 
 
 def test_auto_uses_the_reference_on_cpu():

@@ -15,7 +15,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 
 from simda.attention import VideoContext
-from simda.unet import VideoUNet
+from simda.unet import VideoTransformerBlock, VideoUNet
 
 LVDM_TEMPORAL_PARAMETERS = 99_404_000  # SD-1.5 size
 MAX_RELATIVE = 16
@@ -53,33 +53,15 @@ class RelativeTemporalAttention(nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(n, f, d))
 
 
-class LVDMTransformerBlock(BasicTransformerBlock):
+class LVDMTransformerBlock(VideoTransformerBlock):
     def _temporal(self, h, norm, attn):
-        bf, n, d = h.shape
-        f = self.video_context.frames
-        t = h.view(bf // f, f, n, d).transpose(1, 2).reshape(-1, f, d)  # (B*N, F, D)
-        t = attn(norm(t))
-        return h + t.view(bf // f, n, f, d).transpose(1, 2).reshape(bf, n, d)
+        t = self.frames_to_tokens(h, self.video_context.frames)
+        return h + self.tokens_to_frames(attn(norm(t)), h.shape[1])
 
-    def forward(
-        self,
-        hidden_states,
-        attention_mask=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        timestep=None,
-        cross_attention_kwargs=None,
-        class_labels=None,
-        added_cond_kwargs=None,
-    ):
-        h = hidden_states
+    def video_forward(self, h, text, text_mask):
         h = h + self.attn1(self.norm1(h))
         h = self._temporal(h, self.norm_temporal1, self.temporal_attn1)
-        h = h + self.attn2(
-            self.norm2(h),
-            encoder_hidden_states=encoder_hidden_states,
-            attention_mask=encoder_attention_mask,
-        )
+        h = self.cross_attention(h, text, text_mask)
         h = self._temporal(h, self.norm_temporal2, self.temporal_attn2)
         return h + self.ff(self.norm3(h))
 

@@ -15,36 +15,19 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 
 from simda.attention import LatentShiftAttnProcessor, VideoContext
-from simda.unet import VideoUNet
+from simda.unet import VideoTransformerBlock, VideoUNet
 
 TAV_TUNED_PARAMETERS = 74_354_880  # SD-1.5 size
 
 
-class TAVTransformerBlock(BasicTransformerBlock):
-    def forward(
-        self,
-        hidden_states,
-        attention_mask=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        timestep=None,
-        cross_attention_kwargs=None,
-        class_labels=None,
-        added_cond_kwargs=None,
-    ):
-        h = hidden_states
+class TAVTransformerBlock(VideoTransformerBlock):
+    def video_forward(self, h, text, text_mask):
         h = h + self.attn1(self.norm1(h))  # sparse-causal ("tav" layout)
-        h = h + self.attn2(
-            self.norm2(h),
-            encoder_hidden_states=encoder_hidden_states,
-            attention_mask=encoder_attention_mask,
-        )
+        h = self.cross_attention(h, text, text_mask)
         h = h + self.ff(self.norm3(h))
-        bf, n, d = h.shape
-        f = self.video_context.frames
-        t = h.view(bf // f, f, n, d).transpose(1, 2).reshape(-1, f, d)  # (B*N, F, D)
+        t = self.frames_to_tokens(h, self.video_context.frames)
         t = t + self.attn_temp(self.norm_temp(t))
-        return t.view(bf // f, n, f, d).transpose(1, 2).reshape(bf, n, d)
+        return self.tokens_to_frames(t, h.shape[1])
 
 
 def build_tav(unet: UNet2DConditionModel) -> VideoUNet:
