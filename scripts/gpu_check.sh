@@ -4,7 +4,7 @@
 #   ../shared/gpu/prepare-wheels.sh          # on the CPU machine: wheels into .whl/
 #   bash scripts/gpu_check.sh [STAGE ...]     # on the GPU machine; STAGES default to all:
 #        build tests lsa adapter suite        # (suite = pytest benchmarks/, about 6 minutes)
-# With the device tool's 15 minutes (10 per call, start-up included): first call
+# With the device tool's 15 minutes (start-up included; at most 10 per command): first call
 #   `bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 590, carry .whl), which
 # answers the kernel issues (correctness on hardware, both side-by-side tables), then
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
