@@ -36,7 +36,7 @@ cuda-check: setup
 cmake-build: setup
 	$(VENV)/bin/cmake -S . -B build/cmake -DPython_EXECUTABLE=$(abspath $(PY)) \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-	  -DCUDAToolkit_ROOT="$$($(PY) scripts/cuda_home.py)" -DCUDA_TOOLKIT_ROOT_DIR="$$($(PY) scripts/cuda_home.py)"
+	  -DCUDAToolkit_ROOT="$$($(PY) simda_kernels/_toolchain.py)" -DCUDA_TOOLKIT_ROOT_DIR="$$($(PY) simda_kernels/_toolchain.py)"
 	$(VENV)/bin/cmake --build build/cmake -j "$${MAX_JOBS:-2}"
 	$(PY) scripts/check_extension.py build/cmake
 

@@ -8,28 +8,22 @@ GPU users: ``pip install --no-build-isolation .`` so the build sees the installe
 """
 
 import glob
+import importlib.util
 import os
-import sys
 
 from setuptools import find_packages, setup
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scripts.cuda_home import cuda_home  # noqa: E402
+# The toolchain helpers, by path: the package itself is not importable before it is installed.
+_spec = importlib.util.spec_from_file_location(
+    "_simda_toolchain",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "simda_kernels", "_toolchain.py"),
+)
+toolchain = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toolchain)
 
 
 def _flag(name):
     return os.environ.get(name, "0").lower() in ("1", "true", "yes")
-
-
-def _nvidia_wheel_includes():
-    """Headers of the nvidia-* wheels (cuBLAS, cuSPARSE) that torch's headers include."""
-    try:
-        import nvidia
-
-        roots = list(nvidia.__path__)
-    except ImportError:
-        return []
-    return sorted(glob.glob(os.path.join(roots[0], "*", "include")))
 
 
 def _extensions():
@@ -42,7 +36,7 @@ def _extensions():
         if force:
             raise RuntimeError("SIMDA_FORCE_CUDA=1 but torch is not importable") from None
         return [], {}
-    home = cuda_home()
+    home = toolchain.cuda_home()
     if home is not None:  # before torch.utils.cpp_extension reads it
         os.environ["CUDA_HOME"] = home
     from torch.utils import cpp_extension
@@ -58,16 +52,8 @@ def _extensions():
     ext = cpp_extension.CUDAExtension(
         name="simda_kernels._C",
         sources=sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/*.cu")),
-        include_dirs=[os.path.abspath("csrc"), *_nvidia_wheel_includes()],
-        extra_compile_args={
-            "cxx": ["-O3"],
-            "nvcc": [
-                "-O3",
-                "-lineinfo",
-                "--expt-relaxed-constexpr",
-                "-diag-suppress=3189",
-            ],
-        },
+        include_dirs=[os.path.abspath("csrc"), *toolchain.nvidia_wheel_includes()],
+        extra_compile_args={"cxx": ["-O3"], "nvcc": toolchain.NVCC_FLAGS},
     )
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 

@@ -56,8 +56,15 @@ def extension_error() -> str:
 
 
 def _jit_build():
+    from simda_kernels import _toolchain
+
+    home = _toolchain.cuda_home()
+    if home is None:
+        raise RuntimeError("JIT build of simda_kernels._C needs nvcc on PATH or CUDA_HOME set")
+    os.environ["CUDA_HOME"] = home  # read when torch.utils.cpp_extension is first imported
     from torch.utils import cpp_extension
 
+    cpp_extension.CUDA_HOME = home  # in case it was imported before
     sources = [
         os.path.join(CSRC, name)
         for name in sorted(os.listdir(CSRC))
@@ -68,8 +75,9 @@ def _jit_build():
     return cpp_extension.load(
         name="simda_kernels_C",
         sources=sources,
-        extra_include_paths=[CSRC],
-        extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-diag-suppress=3189"],
+        extra_include_paths=[CSRC, *_toolchain.nvidia_wheel_includes()],
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=_toolchain.NVCC_FLAGS,
         verbose=os.environ.get("SIMDA_JIT_VERBOSE", "0") == "1",
     )
 

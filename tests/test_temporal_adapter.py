@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import simda_kernels
-from simda_kernels import reference, temporal_adapter
+from simda_kernels import _toolchain, reference, temporal_adapter
 from tests.conftest import requires_cuda
 
 
@@ -102,6 +102,19 @@ def test_extension_missing_is_explained(monkeypatch):
     monkeypatch.setattr(temporal_adapter, "extension", lambda jit=None: None)
     with pytest.raises(RuntimeError, match="pip install --no-build-isolation"):
         temporal_adapter._require_extension()
+
+
+@pytest.mark.skipif(
+    torch.version.cuda is None or _toolchain.cuda_home() is None,
+    reason="the JIT build needs a CUDA build of torch and nvcc",
+)
+def test_jit_build_compiles_and_links(tmp_path, monkeypatch):
+    """The opt-in just-in-time build (SIMDA_JIT_BUILD=1) of a source checkout, without a GPU:
+    the sources compile for sm_90 and the module loads with both entry points."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    ext = temporal_adapter._jit_build()
+    assert callable(ext.temporal_adapter_forward) and callable(ext.temporal_adapter_backward)
 
 
 # ----------------------------------------------------------------------------- GPU

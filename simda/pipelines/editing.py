@@ -163,25 +163,19 @@ def edit_video(
     )
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
     noise = inverted_latents(pipe, latents, num_inference_steps, cache_dir, progress)
-    f = frames.shape[0]
-    recon = pipe(
-        source_prompt,
-        num_frames=f,
-        height=frames.shape[1],
-        width=frames.shape[2],
-        num_inference_steps=num_inference_steps,
-        guidance_scale=1.0,
-        latents=noise,
-        progress=progress,
-    )
-    edited = pipe(
-        edited_prompt,
-        num_frames=f,
-        height=frames.shape[1],
-        width=frames.shape[2],
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        latents=noise,
-        progress=progress,
-    )
-    return EditResult(frames, recon.frames[0], edited.frames[0], tuning)
+
+    def sample(prompt, guidance):  # from the inverted noise of the source video
+        out = pipe(
+            prompt,
+            num_frames=frames.shape[0],
+            height=frames.shape[1],
+            width=frames.shape[2],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance,
+            latents=noise,
+            progress=progress,
+        )
+        return out.frames[0]
+
+    recon = sample(source_prompt, 1.0)
+    return EditResult(frames, recon, sample(edited_prompt, guidance_scale), tuning)
