@@ -11,13 +11,24 @@ writes it: 1x1x1 Conv3d, GELU, depthwise (3,1,1) Conv3d. Without a GPU: tiny CPU
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn.functional as F
 
 import simda_kernels
-from benchmarks.bench_lsa import DTYPES, bench_ms, matmul_tflops, parse_cli, write_json
+from benchmarks.kernel_bench import (
+    DTYPES,
+    attempt,
+    bench_ms,
+    cell,
+    copy_tbps,
+    geomean,
+    matmul_tflops,
+    max_err,
+    num,
+    parse_cli,
+    ratio,
+    run_table,
+)
 
 GPU_SHAPES = [  # (B, C, F, H, W)
     (2, 320, 16, 32, 32),
@@ -34,14 +45,6 @@ def eager(x, w_down, b_down, conv_w, conv_b):
     r, c = w_down.shape
     h = F.gelu(F.conv3d(x, w_down.view(r, c, 1, 1, 1), b_down))
     return F.conv3d(h, conv_w.view(r, 1, 3, 1, 1), conv_b, padding=(1, 0, 0), groups=r)
-
-
-def copy_tbps(device) -> float | None:
-    if device != "cuda":
-        return None
-    a = torch.empty(1 << 28, device=device, dtype=torch.uint8)
-    b = torch.empty_like(a)
-    return 2 * a.numel() / bench_ms(lambda: b.copy_(a), device) / 1e9
 
 
 def saved_mib(fn, *leaves) -> float:
@@ -74,18 +77,20 @@ def run_shape(b, c, frames, h, w, dtype, device):
     row = {"shape": f"{b}x{c}x{frames}x{h}x{w}", "dtype": str(dtype).split(".")[-1]}
     leaves = [x.detach().requires_grad_(), *[t.requires_grad_() for t in p]]
     grad = torch.randn(b, r, frames, h, w, device=device, dtype=dtype)
+    with torch.no_grad():
+        attempt(row, "fused_max_err", lambda: max_err(fused(x, *p), eager(x, *p)))
     for name, fn in paths.items():
         with torch.no_grad():
-            row[f"{name}_ms"] = bench_ms(lambda fn=fn: fn(x, *p), device)
+            attempt(row, f"{name}_ms", lambda fn=fn: bench_ms(lambda: fn(x, *p), device))
 
         def step(fn=fn):
             torch.autograd.grad(fn(*leaves), leaves, grad)
 
-        row[f"{name}_fwdbwd_ms"] = bench_ms(step, device)
-        row[f"{name}_saved_mib"] = saved_mib(fn, *leaves)
+        attempt(row, f"{name}_fwdbwd_ms", lambda step=step: bench_ms(step, device))
+        attempt(row, f"{name}_saved_mib", lambda fn=fn: saved_mib(fn, *leaves))
     moved = (x.numel() + b * r * frames * h * w) * x.element_size()
-    row["fused_gbps"] = moved / row["fused_ms"] / 1e6
-    row["fused_tflops"] = 2 * b * frames * h * w * c * r / row["fused_ms"] / 1e9
+    row["fused_gbps"] = ratio(moved / 1e6, row["fused_ms"])
+    row["fused_tflops"] = ratio(2 * b * frames * h * w * c * r / 1e9, row["fused_ms"])
     return row
 
 
@@ -96,29 +101,30 @@ def floor_ms(b, c, frames, h, w, element_size, copy, matmul):
     return max(moved / (copy * 1e9), 2 * tokens * c * (c // 2) / (matmul * 1e9))
 
 
-def markdown(rows, copy, matmul) -> str:
-    lines = [
-        "| dtype | B x C x F x H x W | eager ms | compiled ms | fused ms | eager / fused "
-        "| compiled / fused | fused / floor | fwd+bwd eager / fused | saved MiB eager / fused "
-        "| fused GB/s | fused TFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        floor = "-" if r["floor_ms"] is None else f"{r['fused_ms'] / r['floor_ms']:.1f}x"
-        bw = f"{r['fused_gbps']:.0f}" + (
-            "" if copy is None else f" ({100 * r['fused_gbps'] / 1e3 / copy:.0f}%)"
-        )
-        tf = f"{r['fused_tflops']:.1f}" + (
-            "" if matmul is None else f" ({100 * r['fused_tflops'] / matmul:.0f}%)"
-        )
-        lines.append(
-            f"| {r['dtype']} | {r['shape']} | {r['eager_ms']:.3f} | {r['compiled_ms']:.3f} | "
-            f"{r['fused_ms']:.3f} | {r['eager_ms'] / r['fused_ms']:.2f} | "
-            f"{r['compiled_ms'] / r['fused_ms']:.2f} | {floor} | "
-            f"{r['eager_fwdbwd_ms'] / r['fused_fwdbwd_ms']:.2f} | "
-            f"{r['eager_saved_mib']:.1f} / {r['fused_saved_mib']:.1f} | {bw} | {tf} |"
-        )
-    return "\n".join(lines)
+HEADER = (
+    "| dtype | B x C x F x H x W | fused max err | eager ms | compiled ms | fused ms "
+    "| eager / fused | compiled / fused | fused / floor | fwd+bwd eager / fused "
+    "| saved MiB eager / fused | fused GB/s | fused TFLOP/s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def line(r, copy, matmul) -> str:
+    bw, tf = num(r["fused_gbps"], ".0f"), num(r["fused_tflops"], ".1f")
+    if copy is not None and r["fused_gbps"] is not None:
+        bw += f" ({100 * r['fused_gbps'] / 1e3 / copy:.0f}%)"
+    if matmul is not None and r["fused_tflops"] is not None:
+        tf += f" ({100 * r['fused_tflops'] / matmul:.0f}%)"
+    return (
+        f"| {r['dtype']} | {r['shape']} | {cell(r, 'fused_max_err', '.1e')} "
+        f"| {cell(r, 'eager_ms')} | {cell(r, 'compiled_ms')} | {cell(r, 'fused_ms')} "
+        f"| {num(ratio(r['eager_ms'], r['fused_ms']), '.2f')} "
+        f"| {num(ratio(r['compiled_ms'], r['fused_ms']), '.2f')} "
+        f"| {num(ratio(r['fused_ms'], r['floor_ms']), '.1f')} "
+        f"| {num(ratio(r['eager_fwdbwd_ms'], r['fused_fwdbwd_ms']), '.2f')} "
+        f"| {cell(r, 'eager_saved_mib', '.1f')} / {cell(r, 'fused_saved_mib', '.1f')} "
+        f"| {bw} | {tf} |"
+    )
 
 
 def main(argv=None) -> int:
@@ -127,19 +133,26 @@ def main(argv=None) -> int:
     print(f"# temporal adapter on {card}, torch {torch.__version__}")
     if copy:
         print(f"device copy: {copy:.2f} TB/s, bf16 8192^3 matmul: {matmul:.0f} TFLOP/s")
-    rows = []
-    for dt in args.dtype:
-        for shape in GPU_SHAPES if device == "cuda" else CPU_SHAPES:
-            row = run_shape(*shape, DTYPES[dt], device)
-            elem = torch.finfo(DTYPES[dt]).bits // 8
-            row["floor_ms"] = floor_ms(*shape, elem, copy, matmul) if copy else None
-            rows.append(row)
-    print(markdown(rows, copy, matmul))
-    speedups = [r["eager_ms"] / r["fused_ms"] for r in rows]
-    print(
-        f"\nforward geometric-mean speed-up over eager: {statistics.geometric_mean(speedups):.2f}x"
+
+    def run_row(shape, dtype):
+        row = run_shape(*shape, dtype, device)
+        elem = torch.finfo(dtype).bits // 8
+        row["floor_ms"] = floor_ms(*shape, elem, copy, matmul) if copy else None
+        return row
+
+    shapes = GPU_SHAPES if device == "cuda" else CPU_SHAPES
+    rows = run_table(
+        args,
+        HEADER,
+        [(shape, DTYPES[dt]) for dt in args.dtype for shape in shapes],
+        run_row,
+        lambda r: line(r, copy, matmul),
+        card=card,
+        copy_tbps=copy,
+        matmul_tflops=matmul,
     )
-    write_json(args.json, card=card, copy_tbps=copy, matmul_tflops=matmul, rows=rows)
+    speedups = [ratio(r["eager_ms"], r["fused_ms"]) for r in rows]
+    print(f"\nforward geometric-mean speed-up over eager: {geomean(speedups)}")
     return 0
 
 

@@ -33,9 +33,13 @@ if want build; then
 fi
 if want tests; then
   step "GPU tests"
-  timeout 420 python3 -m pytest -q -m gpu -p no:cacheprovider tests/ > "$OUT/gpu_tests.txt" 2>&1
-  tail -3 "$OUT/gpu_tests.txt"
-  grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.txt" | head -20
+  # One process per kernel: a CUDA fault in one cannot fail the other's tests.
+  for name in lsa_kernel temporal_adapter; do
+    timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider "tests/test_$name.py" \
+      > "$OUT/gpu_tests_$name.txt" 2>&1
+    echo "-- $name: $(tail -1 "$OUT/gpu_tests_$name.txt")"
+    grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests_$name.txt" | head -12
+  done
 fi
 if want lsa; then
   step "latent-shift attention benchmark"

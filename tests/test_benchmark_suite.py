@@ -147,3 +147,35 @@ def test_simda_bench_without_results_is_a_user_error(tmp_path, capsys):
 
     assert main(["bench", str(tmp_path / "missing.json")]) == 2
     assert "no benchmark results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["bench_lsa", "bench_adapter"])
+def test_kernel_benchmark_scripts_print_and_save_every_row(name, tmp_path, capsys):
+    module = __import__(f"benchmarks.{name}", fromlist=["main"])
+    out = tmp_path / "rows.json"
+    assert module.main(["--dtype", "fp32", "fp16", "--json", str(out)]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| float")]
+    saved = json.loads(out.read_text())
+    assert len(table) == len(saved["rows"]) == 2 * len(module.CPU_SHAPES)
+    for row in saved["rows"]:
+        assert "errors" not in row
+        assert 0 <= row["fused_max_err"] < 1e-2  # the fast path agrees with the baseline
+
+
+def test_kernel_benchmark_survives_a_failing_path(monkeypatch, tmp_path, capsys):
+    """A path that raises is reported as `err` with its reason; the other paths and rows are
+    still measured, and the JSON is written."""
+    from benchmarks import bench_lsa
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel exploded\nsecond line")
+
+    monkeypatch.setattr(bench_lsa.simda_kernels, "latent_shift_attention", broken)
+    out = tmp_path / "rows.json"
+    assert bench_lsa.main(["--dtype", "fp32", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == len(bench_lsa.CPU_SHAPES)
+    assert rows[0]["fused_ms"] is None and rows[0]["naive_ms"] > 0
+    assert "fused_ms: RuntimeError: kernel exploded" in text and "second line" not in text
+    assert "| err |" in text
