@@ -75,7 +75,8 @@ setup(
         ]
     ),
     package_data={
-        "simda": ["assets/toyworld/*.json", "assets/toyworld/*.safetensors", "assets/toyworld/*/*"]
+        "simda": ["assets/toyworld/*.json", "assets/toyworld/*.safetensors", "assets/toyworld/*/*"],
+        "simda_kernels": ["measured/*.json", "measured/*.md"],
     },
     python_requires=">=3.11",
     install_requires=[

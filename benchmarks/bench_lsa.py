@@ -10,6 +10,9 @@ Without a GPU it runs tiny shapes on CPU (interpreter off: reference paths only)
 
 from __future__ import annotations
 
+import sys
+import time
+
 import torch
 import torch.nn.functional as F
 
@@ -125,6 +128,10 @@ def main(argv=None) -> int:
         run_shape,
         lambda r: line(r, matmul),
         card=card,
+        capability=list(torch.cuda.get_device_capability()) if device == "cuda" else None,
+        torch=torch.__version__,
+        date=time.strftime("%Y-%m-%d"),
+        command="python -m benchmarks.bench_lsa " + " ".join(argv or sys.argv[1:]),
         matmul_tflops=matmul,
     )
     speedups = [ratio(r["naive_ms"], r["fused_ms"]) for r in rows]

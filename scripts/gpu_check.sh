@@ -45,6 +45,7 @@ if want lsa; then
   step "latent-shift attention benchmark"
   timeout 300 python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
   cat "$OUT/lsa.md"
+  echo "(backend='auto' follows it once committed as simda_kernels/measured/lsa-sm90.json)"
 fi
 if want adapter; then
   step "temporal adapter benchmark"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import math
+import os
 import warnings
 
 import torch
@@ -20,18 +24,55 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def triton_wins(n_tokens: int, head_dim: int, dtype: torch.dtype, capability) -> bool:
-    """Shapes at which the fused kernel was measured faster than gather+concat+SDPA.
+#: Kernel benchmark results by GPU architecture: ``lsa-sm<major><minor>.json`` is the ``--json``
+#: output of ``python -m benchmarks.bench_lsa`` on a card of that architecture.
+MEASURED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measured")
+#: A measured row counts only if the kernel's output agreed with SDPA's at that shape.
+_TRUSTED_ERROR = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4}
 
-    ``backend="auto"`` uses Triton only there, so it is never slower than the naive path.
-    No GPU measurement has been recorded yet (``benchmarks/bench_lsa.py`` produces one), so
-    the rule is empty and ``auto`` keeps the reference on every shape; ``backend="triton"``
-    forces the kernel.
+
+@functools.cache
+def lsa_measurements(capability: tuple[int, int]) -> tuple[dict, ...]:
+    """The rows of ``benchmarks.bench_lsa`` recorded on this GPU architecture (none if none)."""
+    path = os.path.join(MEASURED_DIR, f"lsa-sm{capability[0]}{capability[1]}.json")
+    if not os.path.exists(path):
+        return ()
+    with open(path) as f:
+        return tuple(json.load(f)["rows"])
+
+
+def triton_wins(
+    n_tokens: int, head_dim: int, dtype: torch.dtype, capability, backward: bool = False
+) -> bool:
+    """Whether the fused kernel was measured faster than gather+concat+SDPA at this shape.
+
+    The rule reads ``lsa_measurements(capability)``: the measured row of the same dtype and
+    head dim whose N is nearest (within a factor of 2) decides, comparing forward times, or
+    forward+backward times when ``backward``; a row whose check against SDPA failed or that
+    has errors never picks the kernel. Without a measurement for this GPU architecture
+    ``backend="auto"`` keeps the reference, so it is never slower than the naive path;
+    ``backend="triton"`` forces the kernel.
     """
-    return False
+    name = str(dtype).split(".")[-1]
+    rows = [
+        r
+        for r in lsa_measurements(tuple(capability))
+        if r.get("dtype") == name and r.get("D") == head_dim and not r.get("errors")
+    ]
+    if not rows or n_tokens < 1:
+        return False
+    row = min(rows, key=lambda r: abs(math.log(r["N"] / n_tokens)))
+    if abs(math.log(row["N"] / n_tokens)) > math.log(2):
+        return False
+    suffix = "fwdbwd_ms" if backward else "ms"
+    fused, naive = row.get(f"fused_{suffix}"), row.get(f"naive_{suffix}")
+    err = row.get("fused_max_err")
+    if fused is None or naive is None or err is None or err > _TRUSTED_ERROR.get(name, 0.0):
+        return False
+    return fused < naive
 
 
-def _lsa_backend(backend, q):
+def _lsa_backend(backend, q, needs_grad=False):
     if backend == "reference":
         return "reference"
     fast_ok = lsa.HAS_TRITON and (q.is_cuda or (lsa.INTERPRET and q.device.type == "cpu"))
@@ -63,7 +104,11 @@ def _lsa_backend(backend, q):
         and q.dtype != torch.float64
         and q.shape[-1] <= lsa.MAX_HEAD_DIM
         and triton_wins(
-            q.shape[2], q.shape[-1], q.dtype, torch.cuda.get_device_capability(q.device)
+            q.shape[2],
+            q.shape[-1],
+            q.dtype,
+            torch.cuda.get_device_capability(q.device),
+            backward=needs_grad,
         )
     ):
         return "triton"
@@ -87,7 +132,8 @@ def latent_shift_attention(
         raise ValueError(f"token_order must be one of {lsa.TOKEN_ORDERS}, got {token_order!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     class_major = token_order == "class_major"
-    if _lsa_backend(backend, q) == "triton":
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if _lsa_backend(backend, q, needs_grad) == "triton":
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         return torch.ops.simda.latent_shift_attention(
             q, k, v, frames, height, width, layout, scale, class_major

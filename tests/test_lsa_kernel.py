@@ -4,6 +4,7 @@ Runs in the Triton interpreter on CPU (fp32, fp16) and on the GPU where one is p
 (all dtypes, larger shapes). Outputs are poisoned with NaN so an unwritten element fails.
 """
 
+import json
 import math
 import os
 import subprocess
@@ -311,3 +312,52 @@ def test_kernels_compile_for_sm90_without_spills():
         assert pipelined.strip() == "yes", (kernel, dtype, head_dim)
         if dtype.strip() != "fp32":
             assert int(spills) == 0, (kernel, dtype, head_dim)
+
+
+def test_auto_follows_the_measured_rule(tmp_path, monkeypatch):
+    """`auto` picks the kernel only where a recorded benchmark row says it was faster (forward,
+    or forward+backward when gradients are needed) and its output agreed with SDPA's."""
+    from simda_kernels import dispatch
+
+    def row(n, fused, naive, fused_fb=1.0, naive_fb=2.0, err=1e-3, **extra):
+        return dict(
+            dtype="float16", D=40, N=n, fused_ms=fused, naive_ms=naive,
+            fused_fwdbwd_ms=fused_fb, naive_fwdbwd_ms=naive_fb, fused_max_err=err, **extra,
+        )  # fmt: skip
+
+    rows = [
+        row(1024, 1.0, 2.0),
+        row(256, 1.0, 2.0, fused_fb=3.0),  # forward wins, forward+backward loses
+        row(4096, 3.0, 2.0),  # slower
+        row(64, 1.0, 2.0, err=0.5),  # wrong output: never trusted
+        row(16, 1.0, 2.0, errors=["fused_ms: RuntimeError"]),
+    ]
+    (tmp_path / "lsa-sm90.json").write_text(json.dumps({"rows": rows}))
+    monkeypatch.setattr(dispatch, "MEASURED_DIR", str(tmp_path))
+    dispatch.lsa_measurements.cache_clear()
+    try:
+        wins = dispatch.triton_wins
+        assert wins(1024, 40, torch.float16, (9, 0))
+        assert wins(1500, 40, torch.float16, (9, 0))  # nearest measured N within 2x
+        assert not wins(1024, 80, torch.float16, (9, 0))  # head dim not measured
+        assert not wins(1024, 40, torch.bfloat16, (9, 0))  # dtype not measured
+        assert not wins(1024, 40, torch.float16, (8, 0))  # no file for sm_80
+        assert wins(256, 40, torch.float16, (9, 0)) and not wins(
+            256, 40, torch.float16, (9, 0), backward=True
+        )
+        assert not wins(4096, 40, torch.float16, (9, 0))
+        assert not wins(64, 40, torch.float16, (9, 0))
+        assert not wins(16, 40, torch.float16, (9, 0))
+        assert not wins(20000, 40, torch.float16, (9, 0))  # beyond 2x of every measurement
+    finally:
+        dispatch.lsa_measurements.cache_clear()
+
+
+def test_shipped_measurements_are_benchmark_outputs():
+    """Files in simda_kernels/measured are `bench_lsa --json` outputs of a named card."""
+    from simda_kernels import dispatch
+
+    for name in os.listdir(dispatch.MEASURED_DIR):
+        if name.endswith(".json"):
+            data = json.loads(open(os.path.join(dispatch.MEASURED_DIR, name)).read())
+            assert data["card"] and data["capability"] and data["rows"], name
