@@ -8,7 +8,8 @@
 #   `bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 590, carry .whl), which
 # answers the kernel issues (correctness on hardware, both side-by-side tables), then
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
-# call stays on a warm machine; add `build` first on a fresh one).
+# call stays on a warm machine; add `build` first on a fresh one). Stage `tune` (not a default)
+# sweeps the attention kernels' launch configs: `bash scripts/gpu_check.sh tune`.
 set -uo pipefail
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -51,6 +52,12 @@ if want adapter; then
   step "temporal adapter benchmark"
   timeout 300 python3 -m benchmarks.bench_adapter --json "$OUT/adapter.json" > "$OUT/adapter.md" 2>&1
   cat "$OUT/adapter.md"
+fi
+if want tune; then  # not in the default stages: a launch-config sweep, about 3-5 minutes
+  step "launch-config sweep of the attention kernels (fp16, quick grid)"
+  timeout 420 python3 scripts/tune_lsa.py --dtype fp16 --grid quick --json "$OUT/tune.json" \
+    > "$OUT/tune.md" 2>&1
+  cat "$OUT/tune.md"
 fi
 if want suite; then
   step "benchmark suite vs Tune-A-Video and LVDM"

@@ -361,3 +361,32 @@ def test_shipped_measurements_are_benchmark_outputs():
         if name.endswith(".json"):
             data = json.loads(open(os.path.join(dispatch.MEASURED_DIR, name)).read())
             assert data["card"] and data["capability"] and data["rows"], name
+
+
+def _tune_script():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "tune_lsa.py")
+    spec = importlib.util.spec_from_file_location("tune_lsa", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_config_sweep_checks_every_candidate(monkeypatch, tmp_path, capsys):
+    """scripts/tune_lsa.py (interpreter smoke grid, timing stubbed): every candidate is checked
+    against the reference first, and a wrong one is never picked."""
+    tune = _tune_script()
+    monkeypatch.setattr(tune, "bench_ms", lambda fn, device: 1.0)
+    out = tmp_path / "tune.json"
+    assert tune.main(["--grid", "smoke", "--dtype", "fp32", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["pass"] for r in results] == list(lsa.PASSES)
+    assert all(r["best"] is not None for r in results)
+    assert all(t["ms"] == 1.0 for r in results for t in r["tried"])
+    capsys.readouterr()
+    monkeypatch.setitem(tune.TOLERANCE, torch.float32, -1.0)  # every answer counts as wrong
+    assert tune.main(["--grid", "smoke", "--dtype", "fp32", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert all(r["best"] is None for r in results)
+    assert all(t["note"].startswith("wrong") for r in results for t in r["tried"])
