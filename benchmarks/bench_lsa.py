@@ -5,7 +5,9 @@
 One run, one card: the six SD-1.5 shapes of SPEC section 6 (B=2, 8 heads), forward and
 forward+backward medians (triton.testing.do_bench), the forward's peak extra memory, TFLOP/s
 (4*B*F*heads*N*2N*D per forward) against this card's bf16 matmul rate measured in the same run.
-Without a GPU it runs tiny shapes on CPU (interpreter off: reference paths only) as a smoke test.
+Each row first checks the kernel against the baseline: its output against SDPA's and its
+gradients against autograd through the naive path. Without a GPU it runs tiny shapes on CPU as
+a smoke test (the kernel in the Triton interpreter when TRITON_INTERPRET=1, else the reference).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from benchmarks.kernel_bench import (
     ratio,
     run_table,
 )
-from simda_kernels import reference
+from simda_kernels import lsa, reference
 
 GPU_SHAPES = [  # (frames, tokens, head_dim, height, width)
     (16, 1024, 40, 32, 32),
@@ -57,7 +59,8 @@ def run_shape(frames, n, d, height, width, dtype, device, batch=2, heads=8):
     kk = reference.gather_shifted_kv(k, frames, height, width, "paper")
     vv = reference.gather_shifted_kv(v, frames, height, width, "paper")
     grad = torch.randn_like(q)
-    fused_backend = "triton" if device == "cuda" else "reference"
+    # On CPU the kernel runs only in the Triton interpreter (TRITON_INTERPRET=1, as in tests).
+    fused_backend = "triton" if device == "cuda" or lsa.INTERPRET else "reference"
 
     def fused(q=q, k=k, v=v):
         return simda_kernels.latent_shift_attention(
@@ -80,11 +83,15 @@ def run_shape(frames, n, d, height, width, dtype, device, batch=2, heads=8):
     def fwd_bwd(fn_of):
         return lambda: torch.autograd.grad(fn_of(*leaves), leaves, grad)
 
+    def naive_of(q, k, v):
+        return naive(q, k, v, frames, height, width)
+
     attempt(
         row,
-        "naive_fwdbwd_ms",
-        lambda: bench_ms(fwd_bwd(lambda q, k, v: naive(q, k, v, frames, height, width)), device),
+        "fused_grad_max_err",
+        lambda: max(map(max_err, fwd_bwd(fused)(), fwd_bwd(naive_of)())),
     )
+    attempt(row, "naive_fwdbwd_ms", lambda: bench_ms(fwd_bwd(naive_of), device))
     attempt(row, "fused_fwdbwd_ms", lambda: bench_ms(fwd_bwd(fused), device))
     flops = 4 * batch * frames * heads * n * 2 * n * d
     row["fused_tflops"] = ratio(flops / 1e9, row["fused_ms"])
@@ -92,7 +99,7 @@ def run_shape(frames, n, d, height, width, dtype, device, batch=2, heads=8):
 
 
 HEADER = (
-    "| dtype | F | N | D | fused max err | naive ms | SDPA pre-concat ms | fused ms "
+    "| dtype | F | N | D | fused max err out / grads | naive ms | SDPA pre-concat ms | fused ms "
     "| fused / pre-concat | naive / fused | fwd+bwd naive / fused "
     "| peak MiB naive / self-attn / fused | fused TFLOP/s |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -105,7 +112,8 @@ def line(r, matmul) -> str:
     if matmul is not None and r["fused_tflops"] is not None:
         util = f" ({100 * r['fused_tflops'] / matmul:.0f}% of matmul)"
     return (
-        f"| {r['dtype']} | {r['frames']} | {r['N']} | {r['D']} | {cell(r, 'fused_max_err', '.1e')} "
+        f"| {r['dtype']} | {r['frames']} | {r['N']} | {r['D']} "
+        f"| {cell(r, 'fused_max_err', '.1e')} / {cell(r, 'fused_grad_max_err', '.1e')} "
         f"| {cell(r, 'naive_ms')} | {cell(r, 'sdpa_preconcat_ms')} | {cell(r, 'fused_ms')} "
         f"| {num(ratio(r['fused_ms'], r['sdpa_preconcat_ms']), '.2f')} "
         f"| {num(ratio(r['naive_ms'], r['fused_ms']), '.2f')} "

@@ -107,7 +107,7 @@ def parse_cli(doc: str, argv=None):
     parser.add_argument("--json", help="write the raw rows here (rewritten after every row)")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    card = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, reference only)"
+    card = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, no timing result)"
     return args, device, card
 
 

@@ -6,7 +6,8 @@
 //   y[f]   = conv_b + conv_w[:,0] a[f-1] + conv_w[:,1] a[f] + conv_w[:,2] a[f+1]  (a[-1] = a[F] = 0)
 //
 // A block owns a tile of RT output channels x TT tokens of one video and walks its F frames:
-// per frame it computes the GEMM tile (tensor cores for fp16/bf16, FMA for fp32), keeps the
+// per frame it computes the GEMM tile (tensor cores for fp16/bf16, FMAs for fp32 and on GPUs
+// without 16-bit tensor cores for the dtype: see use_wmma), keeps the
 // last three frames in a shared-memory ring and writes the conv output of the previous frame.
 // Only y is written.
 //
@@ -127,7 +128,8 @@ __device__ void gemm_tile(const T* x, const T* w, const Geometry& g, int b, int 
                               wmma::mem_row_major);
 }
 
-// fp32: the same tile with FMAs (exact fp32, no TF32); each thread owns (RT/8) x 4 outputs.
+// The same tile with FMAs in fp32 (exact for fp32 inputs, no TF32; also fp16/bf16 where
+// use_wmma is false); each thread owns (RT/8) x 4 outputs.
 template <typename T, int RT>
 __device__ void gemm_tile_fma(const T* x, const T* w, const Geometry& g, int b, int f, int r0,
                               int64_t t0, T* sW, T* sX, float* ring, bool channels_last) {

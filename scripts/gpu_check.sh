@@ -10,13 +10,19 @@
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
 # call stays on a warm machine; add `build` first on a fresh one). Stage `tune` (not a default)
 # sweeps the attention kernels' launch configs: `bash scripts/gpu_check.sh tune`.
+# BUDGET (seconds, default 580) bounds the whole run: each stage's timeout is cut to what is
+# left, and a stage with under 30 s left is skipped, so the script ends before the call does.
 set -uo pipefail
 OUT=${OUT:-out/gpu}
+BUDGET=${BUDGET:-580}
 mkdir -p "$OUT"
 stages=${*:-build tests lsa adapter suite}
 start=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
 want() { [[ " $stages " == *" $1 "* ]]; }
+# Seconds a stage may run: its own cap ($1) or what is left of BUDGET, whichever is smaller.
+limit() { local left=$(( BUDGET - ($(date +%s) - start) - 5 )); echo $(( left < $1 ? left : $1 )); }
+fits() { (( $(limit 30) >= 30 )) || { echo "== skip $1: under 30 s of BUDGET left"; false; }; }
 
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -32,36 +38,37 @@ if want build; then
     -e . > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; echo "BUILD FAILED"; }
   python3 -c "import simda_kernels._C; print('simda_kernels._C loaded')" 2>&1 | tail -2
 fi
-if want tests; then
+if want tests && fits tests; then
   step "GPU tests"
   # One process per kernel: a CUDA fault in one cannot fail the other's tests.
   for name in lsa_kernel temporal_adapter; do
-    timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider "tests/test_$name.py" \
+    timeout "$(limit 240)" python3 -m pytest -q -m gpu -p no:cacheprovider "tests/test_$name.py" \
       > "$OUT/gpu_tests_$name.txt" 2>&1
     echo "-- $name: $(tail -1 "$OUT/gpu_tests_$name.txt")"
     grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests_$name.txt" | head -12
   done
 fi
-if want lsa; then
+if want lsa && fits lsa; then
   step "latent-shift attention benchmark"
-  timeout 300 python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
+  timeout "$(limit 300)" python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
   cat "$OUT/lsa.md"
-  echo "(backend='auto' follows it once committed as simda_kernels/measured/lsa-sm90.json)"
+  sm=$(python3 -c "import torch; print(''.join(map(str, torch.cuda.get_device_capability())))" 2>/dev/null)
+  echo "(backend='auto' follows it once committed as simda_kernels/measured/lsa-sm$sm.json)"
 fi
-if want adapter; then
+if want adapter && fits adapter; then
   step "temporal adapter benchmark"
-  timeout 300 python3 -m benchmarks.bench_adapter --json "$OUT/adapter.json" > "$OUT/adapter.md" 2>&1
+  timeout "$(limit 300)" python3 -m benchmarks.bench_adapter --json "$OUT/adapter.json" > "$OUT/adapter.md" 2>&1
   cat "$OUT/adapter.md"
 fi
-if want tune; then  # not in the default stages: a launch-config sweep, about 3-5 minutes
+if want tune && fits tune; then  # not a default stage: a launch-config sweep, 3-5 minutes
   step "launch-config sweep of the attention kernels (fp16, quick grid)"
-  timeout 420 python3 scripts/tune_lsa.py --dtype fp16 --grid quick --json "$OUT/tune.json" \
+  timeout "$(limit 420)" python3 scripts/tune_lsa.py --dtype fp16 --grid quick --json "$OUT/tune.json" \
     > "$OUT/tune.md" 2>&1
   cat "$OUT/tune.md"
 fi
-if want suite; then
+if want suite && fits suite; then
   step "benchmark suite vs Tune-A-Video and LVDM"
-  SIMDA_BENCH_ROUNDS=${SIMDA_BENCH_ROUNDS:-3} timeout 420 python3 -m pytest -q -p no:cacheprovider \
+  SIMDA_BENCH_ROUNDS=${SIMDA_BENCH_ROUNDS:-3} timeout "$(limit 420)" python3 -m pytest -q -p no:cacheprovider \
     benchmarks/ --benchmark-only --benchmark-json "$OUT/bench.json" > "$OUT/suite.txt" 2>&1
   tail -3 "$OUT/suite.txt"
   python3 -m benchmarks.report "$OUT/bench.json" --output "$OUT/report" | head -60

@@ -1,4 +1,4 @@
-"""Where the CUDA toolchain is, for building ``simda_kernels._C`` (setup.py, CMake, JIT).
+"""Where the CUDA toolchain is, for building ``simda_kernels._C`` (setup.py, JIT, CMake).
 
 Standard library only: ``setup.py`` loads this file by path before anything is installed.
 ``python simda_kernels/_toolchain.py`` prints the toolkit root.
@@ -11,7 +11,8 @@ import os
 import shutil
 import subprocess
 
-#: nvcc flags of every build of the extension.
+#: nvcc flags of the extension: setup.py and the JIT build use this list; CMakeLists.txt
+#: repeats it (a test keeps the two equal).
 NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-diag-suppress=3189"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -24,21 +23,40 @@ def warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-#: Kernel benchmark results by GPU architecture: ``lsa-sm<major><minor>.json`` is the ``--json``
-#: output of ``python -m benchmarks.bench_lsa`` on a card of that architecture.
+#: Kernel benchmark results: each ``lsa-*.json`` here (e.g. ``lsa-sm90.json``) is the ``--json``
+#: output of ``python -m benchmarks.bench_lsa`` on one card, which records its capability.
 MEASURED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measured")
-#: A measured row counts only if the kernel's output agreed with SDPA's at that shape.
+#: A measured row counts only if the kernel agreed with the baseline there (forward output
+#: with SDPA's; for training also the gradients with autograd through the naive path).
 _TRUSTED_ERROR = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4}
 
 
-@functools.cache
-def lsa_measurements(capability: tuple[int, int]) -> tuple[dict, ...]:
-    """The rows of ``benchmarks.bench_lsa`` recorded on this GPU architecture (none if none)."""
-    path = os.path.join(MEASURED_DIR, f"lsa-sm{capability[0]}{capability[1]}.json")
-    if not os.path.exists(path):
-        return ()
-    with open(path) as f:
-        return tuple(json.load(f)["rows"])
+def load_measurements(directory: str = MEASURED_DIR) -> dict[tuple[int, int], tuple[dict, ...]]:
+    """The ``bench_lsa`` rows of the ``lsa-*.json`` files in ``directory``, by the GPU
+    capability each file records. Read once, at import, so that the rule is plain Python over
+    constants when ``torch.compile`` traces ``backend="auto"``."""
+    found: dict[tuple[int, int], tuple[dict, ...]] = {}
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    for name in names:
+        if not (name.startswith("lsa-") and name.endswith(".json")):
+            continue
+        try:
+            with open(os.path.join(directory, name)) as f:
+                data = json.load(f)
+            capability = tuple(int(x) for x in data["capability"])
+            rows = tuple(data["rows"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"ignoring {name} in {directory}: {exc!r}", RuntimeWarning, stacklevel=2)
+            continue
+        found[capability] = found.get(capability, ()) + rows
+    return found
+
+
+MEASUREMENTS = load_measurements()
+
+
+def _trusted(err, dtype_name: str) -> bool:
+    return err is not None and err <= _TRUSTED_ERROR.get(dtype_name, 0.0)  # NaN: False
 
 
 def triton_wins(
@@ -46,30 +64,33 @@ def triton_wins(
 ) -> bool:
     """Whether the fused kernel was measured faster than gather+concat+SDPA at this shape.
 
-    The rule reads ``lsa_measurements(capability)``: the measured row of the same dtype and
-    head dim whose N is nearest (within a factor of 2) decides, comparing forward times, or
-    forward+backward times when ``backward``; a row whose check against SDPA failed or that
-    has errors never picks the kernel. Without a measurement for this GPU architecture
-    ``backend="auto"`` keeps the reference, so it is never slower than the naive path;
-    ``backend="triton"`` forces the kernel.
+    The rule reads ``MEASUREMENTS[capability]``: among the rows of the same dtype and head dim,
+    the one with the nearest N decides if it is within a factor of 2. It compares forward
+    times, or forward+backward times when ``backward``. That row must have no errors and its
+    check against the baseline must have passed (the forward output, and for ``backward`` the
+    gradients too); otherwise the reference is used. Rows are measured for the paper layout
+    in raster token order at F = 16 and 24; the rule applies them to every layout, order and
+    F. Without a measurement for this GPU architecture ``backend="auto"`` keeps the reference,
+    so it is never slower than the naive path; ``backend="triton"`` forces the kernel.
     """
     name = str(dtype).split(".")[-1]
     rows = [
         r
-        for r in lsa_measurements(tuple(capability))
-        if r.get("dtype") == name and r.get("D") == head_dim and not r.get("errors")
+        for r in MEASUREMENTS.get(tuple(capability), ())
+        if r.get("dtype") == name and r.get("D") == head_dim and r.get("N", 0) > 0
     ]
     if not rows or n_tokens < 1:
         return False
     row = min(rows, key=lambda r: abs(math.log(r["N"] / n_tokens)))
-    if abs(math.log(row["N"] / n_tokens)) > math.log(2):
+    if abs(math.log(row["N"] / n_tokens)) > math.log(2) or row.get("errors"):
+        return False
+    if not _trusted(row.get("fused_max_err"), name):
+        return False
+    if backward and not _trusted(row.get("fused_grad_max_err"), name):
         return False
     suffix = "fwdbwd_ms" if backward else "ms"
     fused, naive = row.get(f"fused_{suffix}"), row.get(f"naive_{suffix}")
-    err = row.get("fused_max_err")
-    if fused is None or naive is None or err is None or err > _TRUSTED_ERROR.get(name, 0.0):
-        return False
-    return fused < naive
+    return fused is not None and naive is not None and fused < naive
 
 
 def _lsa_backend(backend, q, needs_grad=False):

@@ -2,6 +2,8 @@
 CUDA kernels against the reference on a GPU."""
 
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -115,6 +117,14 @@ def test_jit_build_compiles_and_links(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
     ext = temporal_adapter._jit_build()
     assert callable(ext.temporal_adapter_forward) and callable(ext.temporal_adapter_backward)
+
+
+def test_cmake_uses_the_same_nvcc_flags():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "CMakeLists.txt")) as f:
+        cmake = f.read()
+    flags = re.search(r"\$<\$<COMPILE_LANGUAGE:CUDA>:([^>]*)>", cmake).group(1).split()
+    assert sorted(flags) == sorted(_toolchain.NVCC_FLAGS)
 
 
 # ----------------------------------------------------------------------------- GPU
