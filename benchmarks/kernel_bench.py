@@ -64,14 +64,19 @@ def copy_tbps(device) -> float | None:
     return 2 * a.numel() / bench_ms(lambda: b.copy_(a), device) / 1e9
 
 
+def describe(exc: Exception, width: int = 200) -> str:
+    """``Type: first line of the message``, cut to ``width`` characters."""
+    first = (str(exc).strip().splitlines() or [""])[0][:width]
+    return f"{type(exc).__name__}: {first}"
+
+
 def attempt(row: dict, key: str, fn: Callable[[], object]):
     """``row[key] = fn()``; on an exception ``row[key] = None`` and the error is recorded."""
     try:
         row[key] = fn()
     except Exception as exc:  # a failing path must not end the table
         row[key] = None
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        row.setdefault("errors", []).append(f"{key}: {type(exc).__name__}: {first}")
+        row.setdefault("errors", []).append(f"{key}: {describe(exc)}")
     return row[key]
 
 

@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.kernel_bench import DTYPES, bench_ms  # noqa: E402
+from benchmarks.kernel_bench import DTYPES, bench_ms, describe, max_err  # noqa: E402
 from simda_kernels import lsa  # noqa: E402
+from simda_kernels.dispatch import TRUSTED_ERROR  # noqa: E402
 
 SD15 = [(16, 40, 64, 64), (16, 40, 32, 32), (16, 80, 32, 32), (16, 80, 16, 16), (16, 160, 16, 16)]
 SHAPES = {  # grid: [(frames, D, height, width)], timed at (batch, heads)
@@ -40,7 +41,6 @@ CANDIDATES = {
     "quick": dict(block_m=(64, 128), block_n=(32, 64), warps=(4, 8), stages=(2, 3)),
     "smoke": dict(block_m=(16, 32), block_n=(16,), warps=(1,), stages=(1,)),
 }
-TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-4}
 
 
 def candidates(grid: str, pass_: str):
@@ -84,16 +84,12 @@ class Problem:
             try:
                 got = run_pass(pass_, *self.small)()
                 want = self.want[:1] if pass_ == "fwd" else self.want[1:]
-                err = max(
-                    (g.float() - w.float()).abs().max().item()
-                    for g, w in zip(got, want, strict=True)
-                )
-                if not err <= TOLERANCE[got[0].dtype]:
+                err = max(map(max_err, got, want))
+                if not err <= TRUSTED_ERROR[str(got[0].dtype).split(".")[-1]]:
                     return None, f"wrong (max err {err:.1e})"
                 return bench_ms(run_pass(pass_, *self.timed), self.device), err
             except Exception as exc:  # does not compile or does not fit
-                first = (str(exc).strip().splitlines() or [""])[0]
-                return None, f"{type(exc).__name__}: {first[:80]}"
+                return None, describe(exc, width=80)
 
 
 def main(argv=None) -> int:

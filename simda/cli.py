@@ -291,8 +291,7 @@ def cmd_eval_toyworld(args) -> int:
     if args.captions is not None and not 1 <= args.captions <= len(toyworld.CAPTIONS):
         raise SimDAError(f"--captions must be in 1..{len(toyworld.CAPTIONS)}, got {args.captions}")
     captions = toyworld.caption_subset(args.captions or len(toyworld.CAPTIONS))
-    if args.guidance is None:
-        args.guidance = pipe.sampling_defaults["guidance_scale"]
+    _resolve_sampling(args, pipe)
     names = list(toyworld.ABLATIONS) if args.ablations else ["full model"]
     variants = {
         name: (lambda name=name: toyworld.ablate(pipe, **toyworld.ABLATIONS[name]))
@@ -459,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit", required=True, help="the edited prompt")
     _common(p)
     _sampling(p)
-    p.set_defaults(steps=50, guidance=12.5)  # the released editing settings
+    # the released editing settings (editing.RELEASED_GUIDANCE; not imported here: the parser
+    # is built without loading the pipelines)
+    p.set_defaults(steps=50, guidance=12.5)
     p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
     p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (5e-5)")
     p.add_argument("--mixed-precision", choices=("fp16", "bf16"))

@@ -18,6 +18,7 @@ EDIT_GUIDANCE = 3.0
 def run_demo(args) -> int:
     from simda.cli import _device, _loss_plot, _settings, load_pipeline, write_outputs
     from simda.pipelines import edit_video
+    from simda.pipelines.editing import RELEASED_GUIDANCE
     from simda.unet import count_parameters
 
     start = time.perf_counter()
@@ -38,7 +39,7 @@ def run_demo(args) -> int:
     toy = toyworld.is_toyworld(pipe)  # the shipped toy-world model
     guidance = args.guidance
     if guidance is None:
-        guidance = EDIT_GUIDANCE if toy else 12.5
+        guidance = EDIT_GUIDANCE if toy else RELEASED_GUIDANCE
     t2v_paths: list[str] = []
     t2v_rows = []
     if toy:

@@ -28,7 +28,7 @@ def warn_once(key: str, message: str) -> None:
 MEASURED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "measured")
 #: A measured row counts only if the kernel agreed with the baseline there (forward output
 #: with SDPA's; for training also the gradients with autograd through the naive path).
-_TRUSTED_ERROR = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4}
+TRUSTED_ERROR = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4}
 
 
 def load_measurements(directory: str = MEASURED_DIR) -> dict[tuple[int, int], tuple[dict, ...]]:
@@ -56,7 +56,7 @@ MEASUREMENTS = load_measurements()
 
 
 def _trusted(err, dtype_name: str) -> bool:
-    return err is not None and err <= _TRUSTED_ERROR.get(dtype_name, 0.0)  # NaN: False
+    return err is not None and err <= TRUSTED_ERROR.get(dtype_name, 0.0)  # NaN: False
 
 
 def triton_wins(

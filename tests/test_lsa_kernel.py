@@ -405,7 +405,7 @@ def test_launch_config_sweep_checks_every_candidate(monkeypatch, tmp_path, capsy
     assert all(r["best"] is not None for r in results)
     assert all(t["ms"] == 1.0 for r in results for t in r["tried"])
     capsys.readouterr()
-    monkeypatch.setitem(tune.TOLERANCE, torch.float32, -1.0)  # every answer counts as wrong
+    monkeypatch.setitem(tune.TRUSTED_ERROR, "float32", -1.0)  # every answer counts as wrong
     assert tune.main(["--grid", "smoke", "--dtype", "fp32", "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
     assert all(r["best"] is None for r in results)

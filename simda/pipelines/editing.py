@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from simda.pipelines.t2v import SimDAPipeline, diffusion_target
 
+RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
+
 
 @dataclass
 class TuneResult:
@@ -141,7 +143,7 @@ def edit_video(
     tune_steps: int = 300,
     lr: float = 5e-5,
     num_inference_steps: int = 50,
-    guidance_scale: float = 12.5,
+    guidance_scale: float = RELEASED_GUIDANCE,
     seed: int = 0,
     cache_dir: str | None = None,
     mixed_precision: str | None = None,
