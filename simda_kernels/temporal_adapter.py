@@ -165,12 +165,14 @@ def _adapter_fake(x, w_down, b_down, conv_w, conv_b, act):
     return x.new_empty((b, w_down.shape[0], f, h, w))
 
 
-def _dx_like(x):
+def _dx_like(x, on_cuda=None):
     """dx as the kernels return it: on CUDA in x's order of frames and channels (the binding
     copies x first when H, W do not flatten), on CPU contiguous."""
     b, c, f, h, w = x.shape
     tokens_flat = x.stride(3) == w * x.stride(4) or h == 1
-    if x.device.type == "cuda" and tokens_flat and x.stride(2) > x.stride(1):
+    if on_cuda is None:
+        on_cuda = x.device.type == "cuda"
+    if on_cuda and tokens_flat and x.stride(2) > x.stride(1):
         return x.new_empty((b, f, c, h, w)).permute(0, 2, 1, 3, 4)
     return x.new_empty((b, c, f, h, w))
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from torch.utils import deterministic
 
 import simda_kernels
 from simda_kernels import _toolchain, reference, temporal_adapter
@@ -127,7 +128,9 @@ def test_cmake_uses_the_same_nvcc_flags():
     assert sorted(flags) == sorted(_toolchain.NVCC_FLAGS)
 
 
-# ----------------------------------------------------------------------------- GPU
+# ------------------------------------------------------- the CUDA kernels against the reference
+# On a GPU through the extension; on the CPU through the emulator (tests/cuda_emulator), which
+# runs the kernels' own source with one CPU thread per CUDA thread.
 
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
@@ -138,25 +141,39 @@ def poison_cuda_allocator():
     del blocks
 
 
-def layouts(b, c, frames, h, w, dtype):
+def layouts(b, c, frames, h, w, dtype, device="cuda"):
     """The layouts the op must read: NCDHW, diffusers' (B*F, C, H, W) viewed as video,
-    channels-last, and a channel slice of a larger tensor."""
-    base = torch.randn(b, c, frames, h, w, device="cuda", dtype=dtype)
-    folded = torch.randn(b, frames, c, h, w, device="cuda", dtype=dtype).transpose(1, 2)
-    last = torch.randn(b, frames, h, w, c, device="cuda", dtype=dtype).permute(0, 4, 1, 2, 3)
-    sliced = torch.randn(b, c + 3, frames, h, w, device="cuda", dtype=dtype)[:, 2 : 2 + c]
-    return {"ncdhw": base, "folded": folded, "channels_last": last, "sliced": sliced}
+    channels-last, a channel slice of a larger tensor, and a crop whose H and W do not flatten."""
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    return {
+        "ncdhw": randn(b, c, frames, h, w),
+        "folded": randn(b, frames, c, h, w).transpose(1, 2),
+        "channels_last": randn(b, frames, h, w, c).permute(0, 4, 1, 2, 3),
+        "sliced": randn(b, c + 3, frames, h, w)[:, 2 : 2 + c],
+        "cropped": randn(b, c, frames, h, w + 2)[..., 1 : w + 1],
+    }
 
 
-def check(x, act):
+def run_op(leaves, grad, act):
+    """The op on CUDA tensors: forward and autograd backward through the extension."""
+    poison_cuda_allocator()
+    leaves = [t.detach().requires_grad_() for t in leaves]
+    y = simda_kernels.fused_temporal_adapter(*leaves, act=act, backend="cuda")
+    return y, torch.autograd.grad(y, leaves, grad)
+
+
+def check(x, act, run=run_op):
+    """The kernels' output and five gradients against the float64 reference: relative error
+    at most twice PyTorch's own in x's dtype (or TOL). Returns the kernels' results."""
     dtype = x.dtype
     c = x.shape[1]
-    p = [t.to(dtype) for t in params(c, c // 2, torch.float32, "cuda")]
-    grad = torch.randn(x.shape[0], c // 2, *x.shape[2:], device="cuda", dtype=dtype)
-    poison_cuda_allocator()
-    leaves = [x.detach().requires_grad_(), *[t.requires_grad_() for t in p]]
-    y = simda_kernels.fused_temporal_adapter(*leaves, act=act, backend="cuda")
-    grads = torch.autograd.grad(y, leaves, grad)
+    p = [t.to(dtype) for t in params(c, c // 2, torch.float32, x.device)]
+    grad = torch.randn(x.shape[0], c // 2, *x.shape[2:], device=x.device, dtype=dtype)
+    leaves = [x, *p]
+    y, grads = run(leaves, grad, act)
     exact = [t.detach().double().requires_grad_() for t in leaves]
     want = reference.fused_temporal_adapter(*exact, act=act)
     want_grads = torch.autograd.grad(want, exact, grad.double())
@@ -176,6 +193,7 @@ def check(x, act):
         err = (got.double() - ref).abs().max().item() / scale
         bar = max(2 * (own.double() - ref).abs().max().item() / scale, TOL[dtype])
         assert err <= bar, f"{name}: relative error {err:.2e} > {bar:.2e}"
+    return y, grads
 
 
 @requires_cuda
@@ -192,7 +210,7 @@ def test_gpu_matches_reference(dtype, frames, channels):
 
 @requires_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last", "sliced"])
+@pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last", "sliced", "cropped"])
 @pytest.mark.parametrize("act", reference.TEMPORAL_ACTS)
 def test_gpu_layouts(layout, act):
     if temporal_adapter.extension() is None:
@@ -200,11 +218,92 @@ def test_gpu_layouts(layout, act):
     check(layouts(2, 64, 5, 11, 13, torch.float16)[layout], act)
 
 
-@requires_cuda
-@pytest.mark.gpu
-def test_gpu_opcheck():
-    if temporal_adapter.extension() is None:
-        pytest.skip(temporal_adapter.extension_error())
-    x = torch.randn(2, 5, 3, 16, device="cuda").view(2, 5, 3, 4, 4).requires_grad_()
-    p = [t.float().requires_grad_() for t in params(5, 2, torch.float32, "cuda")]
-    torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (x, *p, "gelu"))
+@pytest.fixture(scope="module")
+def emulator():
+    from tests import cuda_emulator
+
+    if cuda_emulator.cuda_include_dir() is None:
+        pytest.skip("the CUDA emulator needs the CUDA headers (a toolkit or torch's nvidia wheels)")
+    return cuda_emulator.load()
+
+
+@pytest.fixture
+def nan_empty():
+    """CPU tensors from at::empty (the kernels' outputs) come filled with NaN."""
+    saved = torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    deterministic.fill_uninitialized_memory = True
+    assert torch.empty(8).isnan().all()
+    yield
+    torch.use_deterministic_algorithms(saved[0])
+    deterministic.fill_uninitialized_memory = saved[1]
+
+
+def emulated(kernels, seed=0):
+    """check()'s `run`: the emulated kernels' forward and backward (the op's custom autograd
+    calls exactly these two with the same arguments)."""
+
+    def run(leaves, grad, act):
+        x, w_down, b_down, conv_w, conv_b = leaves
+        gelu = act == "gelu"
+        y = kernels.forward(x, w_down, b_down, conv_w, conv_b, gelu, seed)
+        return y, tuple(kernels.backward(grad, x, w_down, b_down, conv_w, gelu, seed + 1))
+
+    return run
+
+
+EMULATED = [
+    ("sm90", torch.float32),
+    ("sm90", torch.float16),  # tensor cores
+    ("sm90", torch.bfloat16),  # tensor cores
+    ("sm75", torch.float16),  # tensor cores, 64 KiB of shared memory
+    ("sm75", torch.bfloat16),  # FMAs: Turing has no bf16 tensor cores
+]
+
+
+@pytest.mark.parametrize("arch, dtype", EMULATED)
+@pytest.mark.parametrize(
+    "frames, channels, h, w",
+    # one partial token tile; two tiles, C not a multiple of the 32-channel GEMM step;
+    # R = 160 over three 64-row tiles (and ten of 16 for fp32 backward) and two token tiles
+    [(1, 8, 3, 1), (3, 72, 9, 8), (16, 320, 5, 14)],
+)
+def test_emulated_kernels_match_reference(emulator, nan_empty, arch, dtype, frames, channels, h, w):
+    x = layouts(1, channels, frames, h, w, dtype, "cpu")["ncdhw"]
+    check(x, "gelu", emulated(getattr(emulator, arch)))
+
+
+@pytest.mark.parametrize("frames", [2, 5])
+def test_emulated_kernels_short_clips(emulator, nan_empty, frames):
+    """Two frames: each frame's conv sees only one neighbour; five: the ring of three wraps."""
+    x = layouts(2, 40, frames, 5, 7, torch.float16, "cpu")["ncdhw"]
+    check(x, "gelu", emulated(emulator.sm90))
+
+
+@pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last", "sliced", "cropped"])
+@pytest.mark.parametrize("act", reference.TEMPORAL_ACTS)
+def test_emulated_kernels_layouts(emulator, nan_empty, layout, act):
+    x = layouts(2, 40, 3, 5, 7, torch.float16, "cpu")[layout]
+    _, grads = check(x, act, emulated(emulator.sm90))
+    # the fake kernel promises the strides the CUDA path gives dx (torch.compile relies on it)
+    assert grads[0].stride() == temporal_adapter._dx_like(x, on_cuda=True).stride()
+
+
+def test_emulated_kernels_are_deterministic(emulator):
+    """Blocks run in another order: the same bits (the backward's sums are reduced in a fixed
+    order, no atomics)."""
+    x = torch.randn(2, 40, 3, 9, 9, dtype=torch.float16)
+    p = [t.half() for t in params(40, 20, torch.float32)]
+    grad = torch.randn(2, 20, 3, 9, 9, dtype=torch.float16)
+    runs = [emulated(emulator.sm90, seed)([x, *p], grad, "gelu") for seed in (0, 7)]
+    for a, b in zip([runs[0][0], *runs[0][1]], [runs[1][0], *runs[1][1]], strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "fault, match",
+    [("misaligned", "not 32-byte aligned"), ("smem", "bytes of shared memory, the limit is 65536")],
+)
+def test_emulator_reports_faults(emulator, fault, match):
+    with pytest.raises(RuntimeError, match=match):
+        emulator.self_test(fault)

@@ -1,0 +1,50 @@
+"""A CPU emulator of the CUDA kernels in ``csrc/`` (see ``cuda_emulator.h``): the kernels'
+own source, compiled for the CPU, one CPU thread per CUDA thread. It needs a C++20 compiler
+and the CUDA headers (``cuda_fp16.h``: a CUDA toolkit or torch's nvidia wheels), no GPU."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(os.path.dirname(os.path.dirname(HERE)), "csrc")
+SOURCES = ["module.cpp", "adapter_sm75.cpp", "adapter_sm90.cpp"]
+NO_IMPLICIT_HALF = [
+    "-D__CUDA_NO_HALF_OPERATORS__",
+    "-D__CUDA_NO_HALF_CONVERSIONS__",
+    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+    "-D__CUDA_NO_HALF2_OPERATORS__",
+]
+
+
+def cuda_include_dir() -> str | None:
+    """A folder holding ``cuda_fp16.h``: the toolkit's, else an nvidia wheel's."""
+    from simda_kernels import _toolchain
+
+    home = _toolchain.cuda_home()
+    candidates = [os.path.join(home, "include")] if home else []
+    candidates += _toolchain.nvidia_wheel_includes()
+    for folder in candidates:
+        if os.path.exists(os.path.join(folder, "cuda_fp16.h")):
+            return folder
+    return None
+
+
+@functools.cache
+def load():
+    """Builds (about 30 s on 2 cores, cached by torch) and imports the emulated kernels:
+    submodules ``sm75`` and ``sm90`` with ``forward`` and ``backward``, and ``self_test``."""
+    from torch.utils import cpp_extension
+
+    include = cuda_include_dir()
+    if include is None:
+        raise RuntimeError("the CUDA emulator needs the CUDA headers (cuda_fp16.h)")
+    return cpp_extension.load(
+        name="simda_cuda_emulator",
+        sources=[os.path.join(HERE, name) for name in SOURCES],
+        extra_include_paths=[CSRC, HERE, include],
+        # the half-precision restrictions torch's CUDA builds compile the kernels with
+        extra_cflags=["-O2", "-std=c++20", *NO_IMPLICIT_HALF],
+        verbose=os.environ.get("SIMDA_JIT_VERBOSE", "0") == "1",
+    )
