@@ -307,3 +307,49 @@ def test_emulated_kernels_are_deterministic(emulator):
 def test_emulator_reports_faults(emulator, fault, match):
     with pytest.raises(RuntimeError, match=match):
         emulator.self_test(fault)
+
+
+SANITIZED = [("thread", 900), ("thread", 750), ("address", 900), ("address", 750)]
+
+
+@pytest.fixture(scope="module")
+def sanitized_programs(emulator, tmp_path_factory):
+    """The emulated kernels built as plain programs under ThreadSanitizer and AddressSanitizer,
+    for sm_90 and sm_75 (compiled two at a time: about 30 s on 2 cores)."""
+    import shutil
+    import subprocess
+
+    from tests import cuda_emulator
+
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("the sanitizer builds need g++ (or $CXX)")
+    folder = tmp_path_factory.mktemp("sanitized")
+    programs, pending = {}, []
+    for sanitizer, arch in SANITIZED:
+        binary = str(folder / f"adapter-{sanitizer}-sm{arch // 10}")
+        cmd = cuda_emulator.sanitizer_command(sanitizer, arch, binary)
+        pending.append((sanitizer, arch, binary, subprocess.Popen(cmd, stderr=subprocess.PIPE)))
+        if len(pending) == 2 or (sanitizer, arch) == SANITIZED[-1]:
+            for key_s, key_a, path, proc in pending:
+                _, err = proc.communicate()
+                assert proc.returncode == 0, (
+                    f"{key_s} sm{key_a} build failed:\n{err.decode()[-3000:]}"
+                )
+                programs[(key_s, key_a)] = path
+            pending = []
+    return programs
+
+
+@pytest.mark.parametrize("sanitizer, arch", SANITIZED)
+def test_emulated_kernels_pass_sanitizers(sanitized_programs, sanitizer, arch):
+    """No data race between the threads of a block (a missing __syncthreads is reported here),
+    no access outside the tensors or the exact shared-memory allocation, for every dtype and
+    the three input layouts (tests/cuda_emulator/sanitize.cpp)."""
+    import subprocess
+
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0")
+    run = subprocess.run(
+        [sanitized_programs[(sanitizer, arch)]], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    assert "no sanitizer report" in run.stdout

@@ -48,3 +48,35 @@ def load():
         extra_cflags=["-O2", "-std=c++20", *NO_IMPLICIT_HALF],
         verbose=os.environ.get("SIMDA_JIT_VERBOSE", "0") == "1",
     )
+
+
+def sanitizer_command(sanitizer: str, arch: int, binary: str) -> list[str]:
+    """The g++ command that builds ``sanitize.cpp`` (the emulated adapter kernels as a plain
+    program) with ``-fsanitize=<sanitizer>`` (``thread`` or ``address``) for one architecture."""
+    import torch
+    from torch.utils import cpp_extension
+
+    include = cuda_include_dir()
+    if include is None:
+        raise RuntimeError("the CUDA emulator needs the CUDA headers (cuda_fp16.h)")
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    libs = cpp_extension.library_paths()
+    return [
+        os.environ.get("CXX", "g++"),
+        "-std=c++20",
+        "-O1",
+        "-g",
+        f"-fsanitize={sanitizer}",
+        "-fno-omit-frame-pointer",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        f"-DSIMDA_EMULATED_ARCH={arch}",
+        *NO_IMPLICIT_HALF,
+        *[f"-I{path}" for path in (CSRC, HERE, *cpp_extension.include_paths(), include)],
+        os.path.join(HERE, "sanitize.cpp"),
+        *[f"-L{path}" for path in libs],
+        *[f"-Wl,-rpath,{path}" for path in libs],
+        "-ltorch_cpu",
+        "-lc10",
+        "-o",
+        binary,
+    ]

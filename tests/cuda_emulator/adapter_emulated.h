@@ -1,10 +1,11 @@
 // The fused temporal adapter's kernels (csrc/temporal_adapter_kernels.cuh) run by the CPU
-// emulator on CPU tensors, through the same host code as on the GPU. A source file defines
-// SIMDA_EMULATED_ARCH, includes this header and calls register_arch from its registration
-// function (one file per emulated architecture, so that one build holds them all).
+// emulator on CPU tensors, through the same host code as on the GPU. Define
+// SIMDA_EMULATED_ARCH before including it.
+#pragma once
+
 #include "cuda_emulator.h"
 // clang-format off
-#include <torch/extension.h>
+#include <ATen/Tensor.h>
 #include "temporal_adapter_kernels.cuh"
 // clang-format on
 
@@ -34,16 +35,6 @@ std::vector<at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x, cons
                                  const at::Tensor& b_down, const at::Tensor& conv_w, bool gelu, uint64_t seed) {
   return simda::backward_impl(dy.contiguous(), tokens_flat(x), w_down.contiguous(), b_down.contiguous(),
                               conv_w.contiguous(), gelu, EmulatedLaunch{seed});
-}
-
-void register_arch(pybind11::module_& parent, const char* name) {
-  namespace py = pybind11;
-  auto m = parent.def_submodule(name, "the temporal adapter's kernels as compiled for this architecture");
-  m.attr("arch") = SIMDA_EMULATED_ARCH;
-  m.def("forward", &forward, py::arg("x"), py::arg("w_down"), py::arg("b_down"), py::arg("conv_w"),
-        py::arg("conv_b"), py::arg("gelu"), py::arg("seed"), py::call_guard<py::gil_scoped_release>());
-  m.def("backward", &backward, py::arg("grad"), py::arg("x"), py::arg("w_down"), py::arg("b_down"),
-        py::arg("conv_w"), py::arg("gelu"), py::arg("seed"), py::call_guard<py::gil_scoped_release>());
 }
 
 }  // namespace
