@@ -1,7 +1,9 @@
 """The Triton latent-shift attention against the reference, forward and backward.
 
 Runs in the Triton interpreter on CPU (fp32, fp16) and on the GPU where one is present
-(all dtypes, larger shapes). Outputs are poisoned with NaN so an unwritten element fails.
+(all dtypes, larger shapes). Outputs are poisoned with NaN so an unwritten element fails, and
+inputs sit between NaN guards so an unmasked read past their ends fails too (even one whose
+value is then multiplied by a zero weight, which would pass silently and may fault on a GPU).
 """
 
 import json
@@ -45,10 +47,21 @@ def poisoned(monkeypatch):
     monkeypatch.setattr(lsa, "_new_like", nan_like)
 
 
+def guarded(t):
+    """t (same values and strides) in the middle of a NaN-filled buffer three times its size:
+    a read past either end of t that is not masked off brings NaN into the result."""
+    span = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True))
+    buffer = torch.full((3 * span,), math.nan, dtype=t.dtype, device=t.device)
+    out = buffer.as_strided(t.shape, t.stride(), span)
+    out.copy_(t)
+    return out
+
+
 def make_qkv(frames, height, width, head_dim, dtype, device="cpu", batch=1, heads=1):
-    """q, k, v in the model's layout: (B*F, N, heads, D) memory viewed as (B*F, heads, N, D)."""
+    """q, k, v in the model's layout: (B*F, N, heads, D) memory viewed as (B*F, heads, N, D),
+    each guarded by NaN on both sides."""
     shape = (batch * frames, height * width, heads, head_dim)
-    return [torch.randn(shape, device=device).to(dtype).transpose(1, 2) for _ in range(3)]
+    return [guarded(torch.randn(shape, device=device).to(dtype).transpose(1, 2)) for _ in range(3)]
 
 
 def tolerance(dtype):
@@ -59,7 +72,7 @@ def check_against_reference(
     layout, dtype, order, frames, height, width, head_dim, device="cpu", batch=1, heads=1
 ):
     q, k, v = make_qkv(frames, height, width, head_dim, dtype, device, batch, heads)
-    grad = torch.randn_like(q)
+    grad = guarded(torch.randn_like(q))
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
     out = simda_kernels.latent_shift_attention(
         *leaves, frames, height, width, layout, backend="triton", token_order=order
@@ -85,7 +98,7 @@ def check_against_reference(
         strict=True,
     ):
         assert got.dtype == dtype and got.shape == ref.shape, name
-        assert torch.isfinite(got).all(), f"{name} has unwritten (NaN) elements"
+        assert torch.isfinite(got).all(), f"{name}: NaN (unwritten, or read out of bounds)"
         err = (got.double() - ref).abs().max().item()
         bar = max(2 * (base.double() - ref).abs().max().item(), tolerance(dtype))
         assert err <= bar, f"{name}: max error {err:.2e} > {bar:.2e}"
