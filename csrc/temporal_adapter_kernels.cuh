@@ -352,7 +352,13 @@ template <typename T> constexpr int fwd_rows() { return sizeof(T) == 4 ? 32 : 64
 template <typename T> constexpr int bwd_rows() { return sizeof(T) == 4 ? 16 : 32; }
 constexpr size_t kMaxSmemBytes = 64 * 1024;
 
+// The launch grid is (R tiles, token tiles, B): y and z are limited to 65535 blocks.
 Geometry geometry(const at::Tensor& x, int64_t R) {
+  constexpr int64_t kMaxGridYZ = 65535;
+  TORCH_CHECK(x.size(0) <= kMaxGridYZ, "fused temporal adapter: batch size ", x.size(0),
+              " exceeds the kernel's limit of ", kMaxGridYZ, " videos per call; split the batch");
+  TORCH_CHECK((x.size(3) * x.size(4) + kTT - 1) / kTT <= kMaxGridYZ, "fused temporal adapter: H*W = ",
+              x.size(3) * x.size(4), " tokens per frame exceed the kernel's limit of ", kMaxGridYZ * kTT);
   Geometry g;
   g.C = static_cast<int>(x.size(1));
   g.R = static_cast<int>(R);

@@ -300,6 +300,14 @@ def test_emulated_kernels_are_deterministic(emulator):
         assert torch.equal(a, b)
 
 
+def test_emulated_kernels_refuse_grids_too_large(emulator):
+    """Token tiles are the grid's y axis (at most 65535 blocks of 64 tokens): a clear error."""
+    x = torch.randn(1, 1, 1, 2049, 2048)
+    p = params(1, 1, torch.float32)
+    with pytest.raises(RuntimeError, match="H\\*W = 4196352 tokens per frame exceed"):
+        emulator.sm90.forward(x, *p, True, 0)
+
+
 @pytest.mark.parametrize(
     "fault, match",
     [("misaligned", "not 32-byte aligned"), ("smem", "bytes of shared memory, the limit is 65536")],
