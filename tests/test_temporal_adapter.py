@@ -120,6 +120,29 @@ def test_jit_build_compiles_and_links(tmp_path, monkeypatch):
     assert callable(ext.temporal_adapter_forward) and callable(ext.temporal_adapter_backward)
 
 
+@pytest.mark.skipif(
+    torch.version.cuda is None or _toolchain.cuda_home() is None,
+    reason="compiling the kernels needs a CUDA build of torch and nvcc",
+)
+def test_kernels_compile_for_sm90_without_spills():
+    """ptxas's report of the six kernels for sm_90 (scripts/cuda_ptxas_report.py)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "scripts", "cuda_ptxas_report.py")
+    spec = importlib.util.spec_from_file_location("cuda_ptxas_report", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.report([90])
+    assert {(r["kernel"], r["dtype"]) for r in rows} == {
+        (k, d) for k in ("forward", "backward") for d in ("fp16", "bf16", "fp32")
+    }
+    for r in rows:
+        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
+        assert r["registers"] <= 255, r
+    assert "| sm_90 | forward | fp16 | 64 |" in script.markdown(rows)
+
+
 def test_cmake_uses_the_same_nvcc_flags():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "CMakeLists.txt")) as f:
