@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "temporal_adapter_layout.h"
+
 namespace simda {
 at::Tensor temporal_adapter_forward(const at::Tensor& x, const at::Tensor& w_down,
                                     const at::Tensor& b_down, const at::Tensor& conv_w,
@@ -25,11 +27,6 @@ void check_cuda(const at::Tensor& t, const char* name, const at::Tensor& like) {
   TORCH_CHECK(t.device() == like.device(), name, " is on ", t.device(), " but x is on ", like.device());
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " has dtype ", t.scalar_type(),
               " but x has ", like.scalar_type());
-}
-
-// Tokens must be evenly strided (H and W flatten to one axis); otherwise copy.
-at::Tensor tokens_flat(const at::Tensor& x) {
-  return x.stride(3) == x.size(4) * x.stride(4) || x.size(3) == 1 ? x : x.contiguous();
 }
 
 void check_args(const at::Tensor& x, const at::Tensor& w_down, const at::Tensor& b_down,
@@ -57,7 +54,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& w_down, const at::Tens
   check_cuda(conv_b, "conv_b", x);
   TORCH_CHECK(conv_b.dim() == 1 && conv_b.size(0) == w_down.size(0), "conv_b must be (R,), got ",
               conv_b.sizes());
-  return simda::temporal_adapter_forward(tokens_flat(x), w_down.contiguous(), b_down.contiguous(),
+  return simda::temporal_adapter_forward(simda::tokens_flat(x), w_down.contiguous(), b_down.contiguous(),
                                          conv_w.contiguous(), conv_b.contiguous(), parse_act(act));
 }
 
@@ -70,7 +67,7 @@ std::vector<at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x, cons
                   dy.size(2) == x.size(2) && dy.size(3) == x.size(3) && dy.size(4) == x.size(4),
               "grad must be (B, R, F, H, W) = ", x.size(0), ", ", w_down.size(0), ", ...; got ",
               dy.sizes());
-  return simda::temporal_adapter_backward(dy.contiguous(), tokens_flat(x), w_down.contiguous(),
+  return simda::temporal_adapter_backward(dy.contiguous(), simda::tokens_flat(x), w_down.contiguous(),
                                           b_down.contiguous(), conv_w.contiguous(), parse_act(act));
 }
 

@@ -106,6 +106,7 @@ __device__ void gemm_tile(const T* x, const T* w, const Geometry& g, int b, int 
                           int64_t t0, T* sW, T* sX, float* ring, bool channels_last) {
   using namespace nvcuda;
   constexpr int kRowsPerWarp = RT / 2, kFragRows = kRowsPerWarp / 16;
+  static_assert(kFragRows >= 1 && kRowsPerWarp % 16 == 0, "wmma tiles need RT to be a multiple of 32");
   const int warp = threadIdx.x / 32;
   const int wr = (warp / 2) * kRowsPerWarp, wc = (warp % 2) * 32;
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kFragRows][2];
@@ -146,6 +147,7 @@ template <typename T, int RT>
 __device__ void gemm_tile_fma(const T* x, const T* w, const Geometry& g, int b, int f, int r0,
                               int64_t t0, T* sW, T* sX, float* ring, bool channels_last) {
   constexpr int kRowsPerThread = RT * kTT / kThreads / 4;
+  static_assert(RT % 8 == 0 && kRowsPerThread >= 1, "FMA tiles need RT to be a multiple of 8");
   const int i0 = (threadIdx.x / 16) * kRowsPerThread;  // 8 row groups
   const int j0 = (threadIdx.x % 16) * 4;               // 16 column groups of 4
   float acc[kRowsPerThread][4] = {};
@@ -228,7 +230,7 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
         const int src = out_f + k - 1;
-        if (src >= 0 && src < g.F) v += to_f(conv_w[r * 3 + k]) * ring[(src % 3) * RT * kLdRing + i * kLdRing + j];
+        if (src >= 0 && src < g.F) v += to_f(conv_w[static_cast<int64_t>(r) * 3 + k]) * ring[(src % 3) * RT * kLdRing + i * kLdRing + j];
       }
       y[((static_cast<int64_t>(b) * g.R + r) * g.F + out_f) * g.T + t] = from_f<T>(v);
     }
@@ -274,7 +276,7 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
   const bool row_ok = my_r < g.R;
   float w3[3] = {0.f, 0.f, 0.f};
   if (row_ok)
-    for (int k = 0; k < 3; ++k) w3[k] = to_f(conv_w[my_r * 3 + k]);
+    for (int k = 0; k < 3; ++k) w3[k] = to_f(conv_w[static_cast<int64_t>(my_r) * 3 + k]);
   float acc_db = 0.f, acc_dcb = 0.f, acc_dcw[3] = {0.f, 0.f, 0.f};
 
   auto ring_at = [&](float* ring, int frame, int i, int j) -> float {

@@ -124,8 +124,9 @@ def test_jit_build_compiles_and_links(tmp_path, monkeypatch):
     torch.version.cuda is None or _toolchain.cuda_home() is None,
     reason="compiling the kernels needs a CUDA build of torch and nvcc",
 )
-def test_kernels_compile_for_sm90_without_spills():
-    """ptxas's report of the six kernels for sm_90 (scripts/cuda_ptxas_report.py)."""
+def test_kernels_compile_for_sm75_and_sm90_without_spills_on_sm90():
+    """ptxas's report of the six kernels (scripts/cuda_ptxas_report.py): they compile for
+    Turing (64 KiB of shared memory, no bf16 tensor cores) and do not spill on Hopper."""
     import importlib.util
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,13 +134,17 @@ def test_kernels_compile_for_sm90_without_spills():
     spec = importlib.util.spec_from_file_location("cuda_ptxas_report", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    rows = script.report([90])
-    assert {(r["kernel"], r["dtype"]) for r in rows} == {
-        (k, d) for k in ("forward", "backward") for d in ("fp16", "bf16", "fp32")
+    rows = script.report([75, 90])
+    assert {(r["arch"], r["kernel"], r["dtype"]) for r in rows} == {
+        (a, k, d)
+        for a in (75, 90)
+        for k in ("forward", "backward")
+        for d in ("fp16", "bf16", "fp32")
     }
     for r in rows:
-        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
         assert r["registers"] <= 255, r
+        if r["arch"] == 90:
+            assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
     assert "| sm_90 | forward | fp16 | 64 |" in script.markdown(rows)
 
 
@@ -155,7 +160,7 @@ def test_cmake_uses_the_same_nvcc_flags():
 # On a GPU through the extension; on the CPU through the emulator (tests/cuda_emulator), which
 # runs the kernels' own source with one CPU thread per CUDA thread.
 
-TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 
 def poison_cuda_allocator():
@@ -193,7 +198,9 @@ def check(x, act, run=run_op):
     at most twice PyTorch's own in x's dtype (or TOL). Returns the kernels' results."""
     dtype = x.dtype
     c = x.shape[1]
-    p = [t.to(dtype) for t in params(c, c // 2, torch.float32, x.device)]
+    p = params(c, c // 2, torch.float32, x.device)
+    p[0] /= math.sqrt(c)  # pre-activations of order 1, where GELU is far from linear
+    p = [t.to(dtype) for t in p]
     grad = torch.randn(x.shape[0], c // 2, *x.shape[2:], device=x.device, dtype=dtype)
     leaves = [x, *p]
     y, grads = run(leaves, grad, act)
@@ -312,7 +319,7 @@ def test_emulated_kernels_layouts(emulator, nan_empty, layout, act):
     assert grads[0].stride() == temporal_adapter._dx_like(x, on_cuda=True).stride()
 
 
-def test_emulated_kernels_are_deterministic(emulator):
+def test_emulated_kernels_are_deterministic(emulator, nan_empty):
     """Blocks run in another order: the same bits (the backward's sums are reduced in a fixed
     order, no atomics)."""
     x = torch.randn(2, 40, 3, 9, 9, dtype=torch.float16)
@@ -333,20 +340,27 @@ def test_emulated_kernels_refuse_grids_too_large(emulator):
 
 @pytest.mark.parametrize(
     "fault, match",
-    [("misaligned", "not 32-byte aligned"), ("smem", "bytes of shared memory, the limit is 65536")],
+    [
+        ("misaligned", "not 32-byte aligned"),
+        ("partial_warp", "not every lane of the warp made the call"),
+        ("divergent_pointers", "lanes of a warp passed different arguments"),
+        ("smem", "bytes of shared memory, the limit is 65536"),
+    ],
 )
 def test_emulator_reports_faults(emulator, fault, match):
     with pytest.raises(RuntimeError, match=match):
         emulator.self_test(fault)
 
 
-SANITIZED = [("thread", 900), ("thread", 750), ("address", 900), ("address", 750)]
+# Between them the two builds run every code path: ThreadSanitizer on sm_90 (wmma for fp16 and
+# bf16), AddressSanitizer on sm_75 (wmma for fp16, FMAs for bf16); fp32 is on FMAs in both.
+SANITIZED = [("thread", 900), ("address", 750)]
 
 
 @pytest.fixture(scope="module")
 def sanitized_programs(emulator, tmp_path_factory):
-    """The emulated kernels built as plain programs under ThreadSanitizer and AddressSanitizer,
-    for sm_90 and sm_75 (compiled two at a time: about 30 s on 2 cores)."""
+    """The emulated kernels built as plain programs under ThreadSanitizer and AddressSanitizer
+    (compiled side by side: about 30 s on 2 cores)."""
     import shutil
     import subprocess
 

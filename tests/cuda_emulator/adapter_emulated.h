@@ -7,6 +7,7 @@
 // clang-format off
 #include <ATen/Tensor.h>
 #include "temporal_adapter_kernels.cuh"
+#include "temporal_adapter_layout.h"
 // clang-format on
 
 namespace {
@@ -20,20 +21,16 @@ struct EmulatedLaunch {
   }
 };
 
-// As the binding does: H and W must flatten to one token axis.
-at::Tensor tokens_flat(const at::Tensor& x) {
-  return x.stride(3) == x.size(4) * x.stride(4) || x.size(3) == 1 ? x : x.contiguous();
-}
-
+// Arguments normalised as the binding does (csrc/bindings.cpp).
 at::Tensor forward(const at::Tensor& x, const at::Tensor& w_down, const at::Tensor& b_down,
                    const at::Tensor& conv_w, const at::Tensor& conv_b, bool gelu, uint64_t seed) {
-  return simda::forward_impl(tokens_flat(x), w_down.contiguous(), b_down.contiguous(), conv_w.contiguous(),
+  return simda::forward_impl(simda::tokens_flat(x), w_down.contiguous(), b_down.contiguous(), conv_w.contiguous(),
                              conv_b.contiguous(), gelu, EmulatedLaunch{seed});
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w_down,
                                  const at::Tensor& b_down, const at::Tensor& conv_w, bool gelu, uint64_t seed) {
-  return simda::backward_impl(dy.contiguous(), tokens_flat(x), w_down.contiguous(), b_down.contiguous(),
+  return simda::backward_impl(dy.contiguous(), simda::tokens_flat(x), w_down.contiguous(), b_down.contiguous(),
                               conv_w.contiguous(), gelu, EmulatedLaunch{seed});
 }
 
