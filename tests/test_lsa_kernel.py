@@ -72,22 +72,29 @@ def check_against_reference(
     layout, dtype, order, frames, height, width, head_dim, device="cpu", batch=1, heads=1
 ):
     q, k, v = make_qkv(frames, height, width, head_dim, dtype, device, batch, heads)
+    compare_with_reference(q, k, v, frames, height, width, layout, order)
+
+
+def compare_with_reference(q, k, v, frames, height, width, layout, order="raster", scale=None):
+    """The kernel's output and gradients against the float64 reference."""
+    dtype = q.dtype
+    kwargs = dict(scale=scale, token_order=order)
     grad = guarded(torch.randn_like(q))
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
     out = simda_kernels.latent_shift_attention(
-        *leaves, frames, height, width, layout, backend="triton", token_order=order
+        *leaves, frames, height, width, layout, backend="triton", **kwargs
     )
     grads = torch.autograd.grad(out, leaves, grad)
     # Ground truth in float64; PyTorch's own error at this dtype sets the bar (2x, FlagAttention's
     # rule) with a floor at the dtype's usual tolerance.
     exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
     want = simda_kernels.latent_shift_attention(
-        *exact, frames, height, width, layout, backend="reference", token_order=order
+        *exact, frames, height, width, layout, backend="reference", **kwargs
     )
     want_grads = torch.autograd.grad(want, exact, grad.double())
     low = [t.detach().float().to(dtype).requires_grad_() for t in (q, k, v)]
     torch_out = simda_kernels.latent_shift_attention(
-        *low, frames, height, width, layout, backend="reference", token_order=order
+        *low, frames, height, width, layout, backend="reference", **kwargs
     )
     torch_grads = torch.autograd.grad(torch_out, low, grad)
     for name, got, ref, base in zip(
@@ -153,6 +160,41 @@ def test_custom_scale():
     got = simda_kernels.latent_shift_attention(q, k, v, 2, 3, 3, scale=0.3, backend="triton")
     want = reference.latent_shift_attention(q, k, v, 2, 3, 3, scale=0.3)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_heads_videos_distinct_kv_strides_and_custom_scale(poisoned):
+    """Several heads and videos, v in another layout than k (head-major, padded tokens) and a
+    custom scale, gradients included: a head, video or frame offset taken with the wrong
+    tensor's stride, or a backward that ignores the scale, fails here (heads=1 hides them)."""
+    videos, heads, frames, h, w, d = 2, 3, 2, 5, 6, 40
+    n = h * w
+    q = guarded(torch.randn(videos * frames, n, heads, d).transpose(1, 2))
+    k = guarded(torch.randn(videos * frames, n, heads, d).transpose(1, 2))
+    v = guarded(torch.randn(videos * frames, heads, n + 3, d)[:, :, :n])
+    assert k.stride() != v.stride()
+    compare_with_reference(q, k, v, frames, h, w, "released", scale=0.3)
+
+
+def test_online_softmax_with_large_logits(poisoned):
+    """Logits of about 240 on the first class visited and -240 on the others: the running max
+    must be kept (a per-block max alone overflows exp2 when rescaling)."""
+    frames, h, w, d = 2, 4, 4, 16
+    n = h * w
+    direction = torch.ones(d) / math.sqrt(d)
+    cls = ((torch.arange(h)[:, None] % 4) * 4 + torch.arange(w)[None, :] % 4).reshape(-1)
+    sign = torch.where(cls == 0, 1.0, -1.0)
+    q = guarded((60.0 * direction).expand(frames, 1, n, d).contiguous())
+    k = (sign[:, None] * direction * 4.0 + 0.01 * torch.randn(n, d)).expand(frames, 1, n, d)
+    k = guarded(k.contiguous())
+    v = guarded(torch.randn(frames, 1, n, d))
+    compare_with_reference(q, k, v, frames, h, w, "paper")
+
+
+def test_fp32_dots_are_exact():
+    """fp32 inputs use IEEE dot products (the interpreter ignores the flag, a GPU would not)."""
+    q = torch.randn(2, 1, 16, 40)
+    assert lsa._common(q, 2, 4, 4, "paper", False)[2]["PRECISION"] == "ieee"
+    assert lsa._common(q.half(), 2, 4, 4, "paper", False)[2]["PRECISION"] == "tf32"
 
 
 def test_opcheck_in_the_interpreter():
