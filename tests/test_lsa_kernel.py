@@ -39,12 +39,26 @@ CASES = [
 
 @pytest.fixture
 def poisoned(monkeypatch):
+    """Kernel outputs start as NaN, between NaN guards that must still be NaN afterwards (a
+    write past an output's end fails the test instead of corrupting memory)."""
+    outputs = []
+
     def nan_like(t, shape=None, dtype=None):
         if shape is None:
-            return torch.full_like(t, math.nan)
-        return torch.full(shape, math.nan, device=t.device, dtype=dtype)
+            out = guarded(torch.full_like(t, math.nan))
+        else:
+            out = guarded(torch.full(shape, math.nan, device=t.device, dtype=dtype))
+        outputs.append(out)
+        return out
 
     monkeypatch.setattr(lsa, "_new_like", nan_like)
+    yield
+    for out in outputs:
+        buffer = out._base
+        span = buffer.numel() // 3
+        assert buffer[:span].isnan().all() and buffer[2 * span :].isnan().all(), (
+            f"a kernel wrote outside its output of shape {tuple(out.shape)}"
+        )
 
 
 def guarded(t):
