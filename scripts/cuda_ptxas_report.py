@@ -28,12 +28,6 @@ ENTRY = re.compile(
 )
 STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 REGS = re.compile(r"Used (\d+) registers")
-HALF_FLAGS = [  # as torch's CUDAExtension builds compile the kernels
-    "-D__CUDA_NO_HALF_OPERATORS__",
-    "-D__CUDA_NO_HALF_CONVERSIONS__",
-    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-    "-D__CUDA_NO_HALF2_OPERATORS__",
-]
 
 
 def nvcc_command(archs: list[int], output: str) -> list[str]:
@@ -49,7 +43,7 @@ def nvcc_command(archs: list[int], output: str) -> list[str]:
         os.path.join(home, "bin", "nvcc"),
         "-std=c++20",  # what torch >= 2.12 builds extensions with (its headers need it)
         *_toolchain.NVCC_FLAGS,
-        *HALF_FLAGS,
+        *_toolchain.torch_half_flags(),
         *gencode,
         "-Xptxas",
         "-v",

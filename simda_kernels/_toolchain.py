@@ -35,6 +35,14 @@ def cuda_home() -> str | None:
     return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
 
 
+def torch_half_flags() -> list[str]:
+    """The ``-D__CUDA_NO_HALF*`` defines torch's CUDA extension builds compile with (no
+    implicit half/bfloat16 conversions or operators), for other compilations of the kernels."""
+    from torch.utils import cpp_extension
+
+    return [f for f in cpp_extension.COMMON_NVCC_FLAGS if f.startswith("-D__CUDA_NO_")]
+
+
 def nvidia_wheel_includes() -> list[str]:
     """Headers of the nvidia-* wheels (cuBLAS, cuSPARSE, ...) that torch's headers include."""
     try:

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 # The Triton interpreter must be on before any kernel is defined.
@@ -13,3 +14,14 @@ def _seed():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def load_script(name):
+    """A module of scripts/ (they are not a package), loaded by path."""
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", f"{name}.py"
+    )
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

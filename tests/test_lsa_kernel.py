@@ -17,7 +17,7 @@ import torch
 
 import simda_kernels
 from simda_kernels import lsa, reference
-from tests.conftest import requires_cuda
+from tests.conftest import load_script, requires_cuda
 
 pytestmark = pytest.mark.skipif(not lsa.HAS_TRITON, reason="triton is not installed")
 
@@ -452,20 +452,10 @@ def test_shipped_measurements_are_benchmark_outputs():
             assert name == f"lsa-sm{major}{minor}.json", name
 
 
-def _tune_script():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "tune_lsa.py")
-    spec = importlib.util.spec_from_file_location("tune_lsa", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_launch_config_sweep_checks_every_candidate(monkeypatch, tmp_path, capsys):
     """scripts/tune_lsa.py (interpreter smoke grid, timing stubbed): every candidate is checked
     against the reference first, and a wrong one is never picked."""
-    tune = _tune_script()
+    tune = load_script("tune_lsa")
     monkeypatch.setattr(tune, "bench_ms", lambda fn, device: 1.0)
     out = tmp_path / "tune.json"
     assert tune.main(["--grid", "smoke", "--dtype", "fp32", "--json", str(out)]) == 0

@@ -11,7 +11,7 @@ from torch.utils import deterministic
 
 import simda_kernels
 from simda_kernels import _toolchain, reference, temporal_adapter
-from tests.conftest import requires_cuda
+from tests.conftest import load_script, requires_cuda
 
 
 def params(c, r, dtype=torch.float64, device="cpu"):
@@ -127,13 +127,7 @@ def test_jit_build_compiles_and_links(tmp_path, monkeypatch):
 def test_kernels_compile_for_sm75_and_sm90_without_spills_on_sm90():
     """ptxas's report of the six kernels (scripts/cuda_ptxas_report.py): they compile for
     Turing (64 KiB of shared memory, no bf16 tensor cores) and do not spill on Hopper."""
-    import importlib.util
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(root, "scripts", "cuda_ptxas_report.py")
-    spec = importlib.util.spec_from_file_location("cuda_ptxas_report", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("cuda_ptxas_report")
     rows = script.report([75, 90])
     assert {(r["arch"], r["kernel"], r["dtype"]) for r in rows} == {
         (a, k, d)

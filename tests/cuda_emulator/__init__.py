@@ -7,21 +7,15 @@ from __future__ import annotations
 import functools
 import os
 
+from simda_kernels import _toolchain
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(os.path.dirname(os.path.dirname(HERE)), "csrc")
 SOURCES = ["module.cpp", "adapter_sm75.cpp", "adapter_sm90.cpp"]
-NO_IMPLICIT_HALF = [
-    "-D__CUDA_NO_HALF_OPERATORS__",
-    "-D__CUDA_NO_HALF_CONVERSIONS__",
-    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-    "-D__CUDA_NO_HALF2_OPERATORS__",
-]
 
 
 def cuda_include_dir() -> str | None:
     """A folder holding ``cuda_fp16.h``: the toolkit's, else an nvidia wheel's."""
-    from simda_kernels import _toolchain
-
     home = _toolchain.cuda_home()
     candidates = [os.path.join(home, "include")] if home else []
     candidates += _toolchain.nvidia_wheel_includes()
@@ -31,21 +25,26 @@ def cuda_include_dir() -> str | None:
     return None
 
 
+def _require_cuda_include() -> str:
+    include = cuda_include_dir()
+    if include is None:
+        raise RuntimeError("the CUDA emulator needs the CUDA headers (cuda_fp16.h)")
+    return include
+
+
 @functools.cache
 def load():
     """Builds (about 30 s on 2 cores, cached by torch) and imports the emulated kernels:
     submodules ``sm75`` and ``sm90`` with ``forward`` and ``backward``, and ``self_test``."""
     from torch.utils import cpp_extension
 
-    include = cuda_include_dir()
-    if include is None:
-        raise RuntimeError("the CUDA emulator needs the CUDA headers (cuda_fp16.h)")
+    include = _require_cuda_include()
     return cpp_extension.load(
         name="simda_cuda_emulator",
         sources=[os.path.join(HERE, name) for name in SOURCES],
         extra_include_paths=[CSRC, HERE, include],
         # the half-precision restrictions torch's CUDA builds compile the kernels with
-        extra_cflags=["-O2", "-std=c++20", *NO_IMPLICIT_HALF],
+        extra_cflags=["-O2", "-std=c++20", *_toolchain.torch_half_flags()],
         verbose=os.environ.get("SIMDA_JIT_VERBOSE", "0") == "1",
     )
 
@@ -56,9 +55,7 @@ def sanitizer_command(sanitizer: str, arch: int, binary: str) -> list[str]:
     import torch
     from torch.utils import cpp_extension
 
-    include = cuda_include_dir()
-    if include is None:
-        raise RuntimeError("the CUDA emulator needs the CUDA headers (cuda_fp16.h)")
+    include = _require_cuda_include()
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     libs = cpp_extension.library_paths()
     return [
@@ -70,7 +67,7 @@ def sanitizer_command(sanitizer: str, arch: int, binary: str) -> list[str]:
         "-fno-omit-frame-pointer",
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
         f"-DSIMDA_EMULATED_ARCH={arch}",
-        *NO_IMPLICIT_HALF,
+        *_toolchain.torch_half_flags(),
         *[f"-I{path}" for path in (CSRC, HERE, *cpp_extension.include_paths(), include)],
         os.path.join(HERE, "sanitize.cpp"),
         *[f"-L{path}" for path in libs],
