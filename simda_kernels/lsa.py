@@ -45,6 +45,10 @@ except ImportError:  # CPU-only torch without triton
     HAS_TRITON = False
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if HAS_TRITON and INTERPRET:
+    from simda_kernels import _interpreter_compat
+
+    _interpreter_compat.patch()  # triton 3.6's interpreter with numpy >= 2.4
 LAYOUT_CODES = {"paper": 0, "released": 1, "tav": 2}
 TOKEN_ORDERS = ("raster", "class_major")
 # SHIFT_TABLE flattened by class c = 4 * (row % 4) + (col % 4), four bits per class, in two

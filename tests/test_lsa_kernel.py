@@ -211,6 +211,30 @@ def test_fp32_dots_are_exact():
     assert lsa._common(q.half(), 2, 4, 4, "paper", False)[2]["PRECISION"] == "tf32"
 
 
+@pytest.mark.skipif(not lsa.INTERPRET, reason="the interpreter compatibility wrapper")
+def test_interpreter_takes_rank_one_scalars_as_indices():
+    """triton 3.6's interpreter holds scalars as rank-1 arrays, which numpy >= 2.4 will not
+    turn into ints: a kernel loop over a runtime bound failed there. The wrapper makes them
+    indices, and triton still undoes its patches after a launch."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    from simda_kernels import _interpreter_compat
+
+    assert _interpreter_compat.patch() and interpreter._patch_lang_tensor.simda_compat
+
+    class Scalar:
+        def __init__(self, data):
+            self.handle = type("Handle", (), {"data": data})()
+
+    scope = interpreter._LangPatchScope()
+    interpreter._patch_lang_tensor(Scalar, scope)
+    assert range(0, Scalar(np.array([7], dtype=np.int32)), 3) == range(0, 7, 3)
+    assert range(Scalar(np.array(5, dtype=np.int64))) == range(5)
+    scope.restore()
+    assert not hasattr(Scalar, "__index__")
+
+
 def test_opcheck_in_the_interpreter():
     q, k, v = (t.contiguous().requires_grad_() for t in make_qkv(2, 2, 2, 16, torch.float32))
     torch.library.opcheck(
