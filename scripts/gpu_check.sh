@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One script for a lent GPU (H100/H200): install what is missing, build the CUDA extension,
 # run the GPU tests and the benchmarks, print short tables. Full results go to $OUT.
-#   ../shared/gpu/prepare-wheels.sh          # on the CPU machine: wheels into .whl/
+#   ../shared/gpu/prepare-wheels.sh requests urllib3 idna charset_normalizer certifi
+#                                             # on the CPU machine: wheels into .whl/ (diffusers
+#                                             # needs requests, which that machine may lack)
 #   bash scripts/gpu_check.sh [STAGE ...]     # on the GPU machine; STAGES default to all:
 #        build tests lsa adapter suite        # (suite = pytest benchmarks/, about 6 minutes)
 # With the device tool's 15 minutes (start-up included; at most 10 per command): first call
@@ -29,7 +31,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
+python3 -c "import numpy, torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)" \
   | tee -a "$OUT/card.txt"
 
 if want build; then
@@ -66,7 +68,10 @@ if want tune && fits tune; then  # not a default stage: a launch-config sweep, 3
     > "$OUT/tune.md" 2>&1
   cat "$OUT/tune.md"
 fi
-if want suite && fits suite; then
+if want suite && ! python3 -c "import diffusers" > "$OUT/diffusers.txt" 2>&1; then
+  echo "== skip suite: diffusers does not import ($(tail -1 "$OUT/diffusers.txt"));"
+  echo "   carry its wheels: ../shared/gpu/prepare-wheels.sh requests urllib3 idna charset_normalizer certifi"
+elif want suite && fits suite; then
   step "benchmark suite vs Tune-A-Video and LVDM"
   SIMDA_BENCH_ROUNDS=${SIMDA_BENCH_ROUNDS:-3} timeout "$(limit 420)" python3 -m pytest -q -p no:cacheprovider \
     benchmarks/ --benchmark-only --benchmark-json "$OUT/bench.json" > "$OUT/suite.txt" 2>&1
