@@ -1,12 +1,14 @@
 # make test  - set up .venv (pinned), lint, build-check the CUDA extension, run the tests
 # make demo  - set up .venv and run the main job (`simda demo`)
+# make test-compat - the same tests on the oldest supported stack (Python 3.12, torch 2.11,
+#               triton 3.6, diffusers 0.35) in .venv-compat
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.simda-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint format cuda-check cmake-build bench clean
+.PHONY: setup test test-compat demo lint format cuda-check cmake-build bench clean
 
 $(STAMP): requirements-dev.txt setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +45,25 @@ cmake-build: setup
 # tests/ for correctness; benchmarks/ once each at tiny CPU sizes (--benchmark-disable).
 test: lint cuda-check
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests benchmarks --benchmark-disable $(PYTEST_ARGS)
+
+# The oldest supported stack (the GPU machine's): its own venv, the extension built against
+# torch 2.11 when nvcc is present, the whole suite. COMPAT_PYTHON: a Python 3.12 interpreter.
+COMPAT_PYTHON ?= python3.12
+COMPAT_VENV ?= .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+test-compat:
+	@command -v $(COMPAT_PYTHON) >/dev/null 2>&1 || { echo "test-compat needs a Python 3.12:" \
+	  "set COMPAT_PYTHON=/path/to/python3.12 ('$(COMPAT_PYTHON)' not found)"; exit 1; }
+	test -x $(COMPAT_PY) || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q -r requirements-compat.txt
+	SIMDA_SKIP_CUDA_BUILD=1 $(COMPAT_PY) -m pip install -q --no-build-isolation --no-deps -e .
+	@if command -v nvcc >/dev/null 2>&1; then \
+	  SIMDA_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="$${MAX_JOBS:-2}" \
+	    $(COMPAT_PY) setup.py -q build_ext --build-temp build/compat-check-temp --build-lib build/compat-check \
+	  && $(COMPAT_PY) scripts/check_extension.py build/compat-check; \
+	else echo "nvcc not found: skipping the CUDA extension build check"; fi
+	TRITON_INTERPRET=1 PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH" $(COMPAT_PY) -m pytest -q \
+	  -p no:cacheprovider tests benchmarks --benchmark-disable $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/simda demo

@@ -55,7 +55,7 @@ if want lsa && fits lsa; then
   timeout "$(limit 300)" python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
   cat "$OUT/lsa.md"
   sm=$(python3 -c "import torch; print(''.join(map(str, torch.cuda.get_device_capability())))" 2>/dev/null)
-  echo "(backend='auto' follows it once committed as simda_kernels/measured/lsa-sm$sm.json)"
+  [[ -n "$sm" ]] && echo "(backend='auto' follows it once committed as simda_kernels/measured/lsa-sm$sm.json)"
 fi
 if want adapter && fits adapter; then
   step "temporal adapter benchmark"
