@@ -105,8 +105,19 @@ def compile_variant(kind, dtype, head_dim, n_tokens, layout, class_major, arch, 
     return kernel, cfg
 
 
+def ptxas_path(arch: int) -> str:
+    """The ptxas Triton itself runs for ``arch``: triton 3.9 ships two and assembles sm_90 with
+    the newer one (its PTX is too new for the other)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        return get_ptxas(arch).path
+    except (ImportError, AttributeError):
+        return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+
 def ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    ptxas = ptxas_path(arch)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.ptx")
         with open(path, "w") as f:
@@ -123,7 +134,10 @@ def ptxas_usage(ptx: str, arch: int) -> tuple[int, int]:
             capture_output=True,
             text=True,
         ).stderr
-    regs = int(re.search(r"Used (\d+) registers", out).group(1))
+    used = re.search(r"Used (\d+) registers", out)
+    if used is None:
+        raise RuntimeError(f"{ptxas} -v printed no register count:\n{out.strip()}")
+    regs = int(used.group(1))
     spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill", out))
     return regs, spills
 
