@@ -412,18 +412,24 @@ def _resolve_sampling(args, pipe) -> None:
         args.guidance = defaults["guidance_scale"]
 
 
-def _sampling(p):
+def _sampling(p, steps=None, guidance=None, why=""):
+    """Sampling options. ``steps``/``guidance`` fix the defaults (``why`` says where they come
+    from); left None, the model's recommendation fills them in (``_resolve_sampling``)."""
+
+    def default(value, fallback):
+        return f"{value}{why}" if value else f"the model's recommendation, else {fallback}"
+
     p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
     p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
     p.add_argument(
-        "--steps", type=int, help="DDIM steps (default: the model's recommendation, else 50)"
+        "--steps", type=int, default=steps, help=f"DDIM steps (default: {default(steps, 50)})"
     )
     p.add_argument(
         "--guidance",
         type=float,
-        help="classifier-free guidance scale (default: the model's recommendation, else 7.5)",
+        default=guidance,
+        help=f"classifier-free guidance scale (default: {default(guidance, 7.5)})",
     )
-    p.add_argument("--name", help="output file name without extension")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -457,10 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="what the clip shows")
     p.add_argument("--edit", required=True, help="the edited prompt")
     _common(p)
-    _sampling(p)
-    # the released editing settings (editing.RELEASED_GUIDANCE; not imported here: the parser
-    # is built without loading the pipelines)
-    p.set_defaults(steps=50, guidance=12.5)
+    # the released editing settings (editing.RELEASED_GUIDANCE, kept equal by a test; not
+    # imported here: the parser is built without loading the pipelines)
+    _sampling(p, steps=50, guidance=12.5, why=", the released editing setting")
     p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
     p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (5e-5)")
     p.add_argument("--mixed-precision", choices=("fp16", "bf16"))

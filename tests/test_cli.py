@@ -215,3 +215,16 @@ def test_every_command_has_help():
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
+
+
+def test_edit_defaults_are_the_released_settings_and_its_help_says_so(capsys):
+    from simda.cli import build_parser
+    from simda.pipelines import editing
+
+    args = build_parser().parse_args(["edit", "clip.mp4", "--prompt", "a", "--edit", "b"])
+    assert (args.steps, args.guidance) == (50, editing.RELEASED_GUIDANCE)
+    with pytest.raises(SystemExit):
+        main(["edit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {editing.RELEASED_GUIDANCE}, the released editing setting)" in text
+    assert "7.5" not in text
