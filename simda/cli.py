@@ -430,6 +430,7 @@ def _sampling(p, steps=None, guidance=None, why=""):
         default=guidance,
         help=f"classifier-free guidance scale (default: {default(guidance, 7.5)})",
     )
+    p.add_argument("--name", help="output file name without extension")
 
 
 def build_parser() -> argparse.ArgumentParser:
