@@ -7,8 +7,11 @@
 #   bash scripts/gpu_check.sh [STAGE ...]     # on the GPU machine; STAGES default to all:
 #        build tests lsa adapter suite        # (suite = pytest benchmarks/, about 6 minutes)
 # With the device tool's 15 minutes (start-up included; at most 10 per command): first call
-#   `bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 590, carry .whl), which
-# answers the kernel issues (correctness on hardware, both side-by-side tables), then
+#   `BUDGET=420 bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 450, carry .whl),
+# which answers the kernel issues (correctness on hardware, both side-by-side tables) and
+# leaves time for one more call. Estimate for it: build ~40 s; about 100 Triton compilations
+# in the GPU tests at ~0.7 s each (measured for sm_90 on a CPU core, triton 3.6); 12 attention
+# rows and 6 adapter rows of ~5 s each: about 4 minutes. Then
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
 # call stays on a warm machine; add `build` first on a fresh one). Stage `tune` (not a default)
 # sweeps the attention kernels' launch configs: `bash scripts/gpu_check.sh tune`.
