@@ -13,7 +13,7 @@ mkdir -p "$RUN"
 [ -d "$RUN/data" ] || $SIMDA toyworld data --clips 2048 --seed 1 --output "$RUN/data"
 
 [ -f "$RUN/base/model_index.json" ] || $SIMDA toyworld base --steps 2000 --batch-size 64 \
-  --lr 1e-3 --seed 0 --output "$RUN/base"
+  --lr 1e-3 --seed 0 --device cpu --output "$RUN/base"
 
 resume=()
 [ -f "$RUN/stage2/checkpoint/state.json" ] && resume=(--resume)

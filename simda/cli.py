@@ -268,7 +268,11 @@ def cmd_toyworld(args) -> int:
         os.replace(staging, target)
         print(target)
         return 0
-    _device(args.device)
+    if args.dtype != "fp32":
+        raise SimDAError(
+            f"toyworld base trains the image model in fp32; --dtype {args.dtype} applies to "
+            "the sampling commands"
+        )
     losses = toyworld.train_base(
         args.output,
         steps=args.steps,
@@ -276,6 +280,7 @@ def cmd_toyworld(args) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=not args.quiet,
+        device=_device(args.device),
     )
     print(_loss_plot(losses, os.path.join(args.output, "stage1-loss.png")))
     print(args.output)

@@ -187,9 +187,12 @@ def train_base(
     caption_dropout: float = 0.1,
     seed: int = 0,
     progress: bool = True,
+    device="cpu",
 ) -> list[float]:
     """Stage 1: train the image model on single frames with their captions (the direction
-    word is there but carries no signal in one frame). Saves the pipeline to ``output``."""
+    word is there but carries no signal in one frame) on ``device``. Saves the pipeline to
+    ``output``. Noise and timesteps are drawn on the CPU, so a run's inputs do not depend on
+    the device."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -197,7 +200,7 @@ def train_base(
     from simda.pipelines.editing import step_generator
     from simda.pipelines.t2v import diffusion_target
 
-    pipe = build_pipeline(seed)
+    pipe = build_pipeline(seed).to(device)
     unet2d = pipe.unet.unet
     base = [p for n, p in unet2d.named_parameters() if "adapter" not in n]
     for p in base:
@@ -214,8 +217,9 @@ def train_base(
         drop = torch.rand(batch, generator=g) < caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         latents = pipe.encode_video(frames[:, None])  # (B, 48, 1, 8, 8)
-        noise = torch.randn(latents.shape, generator=g)
+        noise = torch.randn(latents.shape, generator=g).to(latents.device)
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (batch,), generator=g)
+        t = t.to(latents.device)
         noisy = pipe.scheduler.add_noise(latents, noise, t)
         cond = pipe.encode_prompt(captions)
         loss = F.mse_loss(
@@ -232,7 +236,7 @@ def train_base(
         p.requires_grad_(False)
     pipe.unet.eval()
     pipe.unet.set_lsa_layout("paper")
-    pipe.save_pretrained(output)
+    pipe.to("cpu").save_pretrained(output)
     return losses
 
 

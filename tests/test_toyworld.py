@@ -226,3 +226,44 @@ def test_eval_toyworld_command_writes_every_row(tmp_path, capsys):
     assert {toyworld.parse_caption(c)[2] for c in toyworld.caption_subset(12)} == set(
         toyworld.DIRECTIONS
     )
+
+
+def test_stage1_cli_trains_on_the_requested_device_and_refuses_other_dtypes(
+    tmp_path, monkeypatch, capsys
+):
+    from simda.cli import main
+
+    seen = {}
+
+    def fake_train_base(output, **kwargs):
+        seen.update(kwargs)
+        return [1.0, 0.5]
+
+    monkeypatch.setattr(toyworld, "train_base", fake_train_base)
+    argv = ["toyworld", "base", "--steps", "2", "--quiet", "--output", str(tmp_path)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert seen["device"] == torch.device("cpu") and seen["steps"] == 2
+    seen.clear()
+    assert main([*argv, "--dtype", "bf16"]) == 2
+    assert not seen and "--dtype bf16" in capsys.readouterr().err
+
+
+def test_stage1_training_moves_the_model_to_its_device(tmp_path, monkeypatch):
+    """train_base trains where it is told (the model's parameters) and saves from the CPU."""
+    devices = []
+    original = toyworld.build_pipeline
+
+    def spy(seed=0):
+        pipe = original(seed)
+        to = pipe.to
+
+        def record(device=None, dtype=None):
+            devices.append(torch.device(device))
+            return to(device, dtype)
+
+        pipe.to = record
+        return pipe
+
+    monkeypatch.setattr(toyworld, "build_pipeline", spy)
+    toyworld.train_base(str(tmp_path / "base"), steps=1, batch=2, progress=False, device="cpu")
+    assert devices == [torch.device("cpu"), torch.device("cpu")]
