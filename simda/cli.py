@@ -37,6 +37,22 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
+def _rank_device(device: torch.device) -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1) each rank takes the GPU of its LOCAL_RANK when the
+    device names no index, and makes it current (NCCL works on the current device)."""
+    if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    if device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.index >= torch.cuda.device_count():
+        raise SimDAError(
+            f"rank with LOCAL_RANK={os.environ.get('LOCAL_RANK')} wants {device}, but this "
+            f"machine has {torch.cuda.device_count()} GPU(s)"
+        )
+    torch.cuda.set_device(device)
+    return device
+
+
 def _dtype(args, device) -> torch.dtype:
     dtype = DTYPES[args.dtype]
     if dtype == torch.float16 and device.type != "cuda":
@@ -175,7 +191,7 @@ def cmd_edit(args) -> int:
 def cmd_train(args) -> int:
     from simda.pipelines import ClipDataset, TrainConfig, make_superres, train
 
-    device = _device(args.device)
+    device = _rank_device(_device(args.device))
     pipe = load_pipeline(args, device)
     if args.superres:
         make_superres(pipe)
@@ -213,6 +229,12 @@ def cmd_superres(args) -> int:
 
     pipe = load_pipeline(args)
     if not pipe.config.get("superres"):
+        print(
+            f"simda superres: warning: {args.model or 'the built-in model'} was not trained for "
+            "super-resolution (`simda train --superres SCALE`): its new input channels start at "
+            "zero, so the output follows the prompt, not the low-resolution clip",
+            file=sys.stderr,
+        )
         make_superres(pipe)
     low = read_video(args.video, args.frames)
     _resolve_sampling(args, pipe)
@@ -238,15 +260,48 @@ def cmd_bench(args) -> int:
     return report.main(args.bench_args)
 
 
+def _split_bench(argv: list[str]):
+    """``simda bench ARGS``: every argument but ``--debug`` goes to the report's own parser
+    (argparse would take its options for ``simda``'s)."""
+    rest = argv[1:]
+    if "-h" in rest or "--help" in rest:
+        return None
+    return argparse.Namespace(
+        command="bench",
+        func=cmd_bench,
+        debug="--debug" in rest,
+        bench_args=[a for a in rest if a != "--debug"],
+    )
+
+
 def cmd_demo(args) -> int:
     from simda.demo import run_demo
 
     return run_demo(args)
 
 
+# The options each `simda toyworld` action uses (one parser serves the three).
+TOYWORLD_OPTIONS = {
+    "data": ("output", "clips", "seed"),
+    "base": ("output", "steps", "batch_size", "lr", "seed", "device", "quiet"),
+    "ship": ("model",),
+}
+
+
+def _reject_unused_toyworld_options(args) -> None:
+    defaults = vars(build_parser().parse_args(["toyworld", args.action]))
+    used = set(TOYWORLD_OPTIONS[args.action]) | {"action", "command", "func", "debug"}
+    unused = [k for k, v in vars(args).items() if k not in used and v != defaults.get(k)]
+    if unused:
+        given = ", ".join("--" + k.replace("_", "-") for k in unused)
+        takes = ", ".join("--" + k.replace("_", "-") for k in TOYWORLD_OPTIONS[args.action])
+        raise SimDAError(f"toyworld {args.action} does not use {given} (it takes {takes})")
+
+
 def cmd_toyworld(args) -> int:
     from simda import toyworld
 
+    _reject_unused_toyworld_options(args)
     if args.action == "data":
         print(toyworld.write_dataset(args.output, args.clips, args.seed))
         return 0
@@ -268,11 +323,6 @@ def cmd_toyworld(args) -> int:
         os.replace(staging, target)
         print(target)
         return 0
-    if args.dtype != "fp32":
-        raise SimDAError(
-            f"toyworld base trains the image model in fp32; --dtype {args.dtype} applies to "
-            "the sampling commands"
-        )
     losses = toyworld.train_base(
         args.output,
         steps=args.steps,
@@ -318,7 +368,7 @@ def cmd_eval_toyworld(args) -> int:
         variant = make()
         rows[name] = toyworld.evaluate(
             variant,
-            seeds=range(args.seeds),
+            seeds=range(args.seed, args.seed + args.seeds),
             steps=args.steps,
             guidance=args.guidance,
             captions=captions,
@@ -331,19 +381,20 @@ def cmd_eval_toyworld(args) -> int:
     settings = {
         "captions": len(captions),
         "seeds per caption": args.seeds,
+        "first seed": args.seed,
         "DDIM steps": args.steps,
         "guidance": args.guidance,
         "model": args.model or "built-in",
     }
     text = toyworld.report(rows, settings)
     print(text)
-    if args.report:
-        os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
-        with open(args.report, "w") as f:
-            f.write(text)
-        with open(os.path.splitext(args.report)[0] + ".json", "w") as f:
-            json.dump({"settings": settings, "rows": rows}, f, indent=1)
-        print(args.report)
+    report = args.report or os.path.join(args.output, "eval-toyworld.md")
+    os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
+    with open(report, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(report)[0] + ".json", "w") as f:
+        json.dump({"settings": settings, "rows": rows}, f, indent=1)
+    print(report)
     return 0
 
 
@@ -417,15 +468,19 @@ def _resolve_sampling(args, pipe) -> None:
         args.guidance = defaults["guidance_scale"]
 
 
-def _sampling(p, steps=None, guidance=None, why=""):
+def _sampling(p, steps=None, guidance=None, why="", superres=False):
     """Sampling options. ``steps``/``guidance`` fix the defaults (``why`` says where they come
-    from); left None, the model's recommendation fills them in (``_resolve_sampling``)."""
+    from); left None, the model's recommendation fills them in (``_resolve_sampling``).
+    ``superres``: frames are read from the input clip (default all) and the size follows it."""
 
     def default(value, fallback):
         return f"{value}{why}" if value else f"the model's recommendation, else {fallback}"
 
-    p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
-    p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
+    if superres:
+        p.add_argument("--frames", type=int, help="frames of the clip to read (default: all)")
+    else:
+        p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
+        p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
     p.add_argument(
         "--steps", type=int, default=steps, help=f"DDIM steps (default: {default(steps, 50)})"
     )
@@ -447,12 +502,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tune-steps", type=int, default=None, help="tuning steps (default: 60 on CPU, 300 on GPU)"
     )
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: 20 / 50)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="DDIM steps of the inversion and the edit (default: 20 on CPU, 50 on GPU; the "
+        "text-to-video part uses the model's own setting)",
+    )
     p.add_argument(
         "--guidance",
         type=float,
         default=None,
-        help="guidance of the edit (default: the built-in model's setting, else 12.5)",
+        help="guidance of the edit (default: 3 for a toy-world model, else 12.5)",
     )
     p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
     p.set_defaults(func=cmd_demo)
@@ -516,8 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="", help="what the clip shows")
     p.add_argument("--scale", type=int, default=2)
     _common(p)
-    _sampling(p)
-    p.set_defaults(func=cmd_superres, frames=None)  # all frames of the clip
+    _sampling(p, superres=True)
+    p.set_defaults(func=cmd_superres)
 
     p = sub.add_parser("toyworld", help="toy-world data set and stage-1 image model")
     p.add_argument(
@@ -538,7 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eval-toyworld", help="score generated toy-world clips by colour, direction and presence"
     )
     _common(p)
-    p.add_argument("--seeds", type=int, default=2, help="seeds per caption (default 2)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=2,
+        help="seeds per caption: --seed, --seed + 1, ... (default 2)",
+    )
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     p.add_argument(
         "--guidance", type=float, help="guidance scale (default: the model's recommendation)"
@@ -558,7 +624,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="score a fixed random subset of this many captions (default: all 48)",
     )
-    p.add_argument("--report", help="write the table here (markdown, plus .json)")
+    p.add_argument(
+        "--report",
+        help="write the table here (markdown, plus .json; default OUTPUT/eval-toyworld.md)",
+    )
     p.set_defaults(func=cmd_eval_toyworld)
 
     p = sub.add_parser("bench", help="benchmark tables and charts (see benchmarks/)")
@@ -571,7 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _split_bench(argv) if argv[:1] == ["bench"] else None
+    if args is None:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except SimDAError as exc:

@@ -24,8 +24,8 @@ def run_demo(args) -> int:
     start = time.perf_counter()
     device = _device(args.device)
     on_gpu = device.type == "cuda"
-    tune_steps = args.tune_steps or (300 if on_gpu else 60)
-    steps = args.steps or (50 if on_gpu else 20)
+    tune_steps = args.tune_steps if args.tune_steps is not None else (300 if on_gpu else 60)
+    steps = args.steps if args.steps is not None else (50 if on_gpu else 20)
     pipe = load_pipeline(args, device)
     size = pipe.default_size
     clip = toyworld.render(*SOURCE, frames=8, size=size, rng=np.random.default_rng(args.seed))

@@ -145,12 +145,16 @@ def test_train_then_generate_with_the_adapters(tmp_path, clip_file):
     assert_video(os.path.join(out, "with-adapters.mp4"), 2, (SIZE, SIZE))
 
 
-def test_superres(tmp_path):
+def test_superres(tmp_path, capsys):
     frames, _ = toyworld.sample(1, frames=2, size=32)
     low = write_video(str(tmp_path / "low.mp4"), frames)
     out = str(tmp_path / "out")
     assert main(["superres", low, "--scale", "2", "--steps", "2", "--output", out, "--quiet"]) == 0
     assert_video(os.path.join(out, "low-x2.mp4"), 2, (64, 64))
+    # the built-in model is no super-resolution model: said, not hidden
+    assert "was not trained for super-resolution" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the size follows the clip: no --size to ignore
+        main(["superres", low, "--size", "64"])
 
 
 def test_demo(tmp_path):
@@ -167,6 +171,7 @@ def test_demo(tmp_path):
         (["generate", "x", "--model", "/no/such/folder"], "does not exist"),
         (["generate", "x", "--size", "30", "--steps", "1"], "positive multiples of"),
         (["generate", "x", "--frames", "0"], "num_frames must be >= 1"),
+        (["generate", "x", "--steps", "0"], "num_inference_steps must be >= 1"),
         (["generate", "x", "--dtype", "fp16", "--device", "cpu"], "fp16 needs --device cuda"),
         (["edit", "/no/such.mp4", "--prompt", "a", "--edit", "b"], "does not exist"),
         (["train", "--data", "/no/such/dir"], "neither a folder nor a .csv"),
@@ -228,3 +233,30 @@ def test_edit_defaults_are_the_released_settings_and_its_help_says_so(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {editing.RELEASED_GUIDANCE}, the released editing setting)" in text
     assert "7.5" not in text
+
+
+def test_bench_passes_its_arguments_to_the_report(monkeypatch, tmp_path):
+    from benchmarks import report
+
+    seen = []
+    monkeypatch.setattr(report, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["bench", "--output", str(tmp_path), "r.json", "--debug"]) == 0
+    assert seen == [["--output", str(tmp_path), "r.json"]]
+
+
+def test_torchrun_ranks_take_the_gpu_of_their_local_rank(monkeypatch):
+    from simda import cli
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert cli._rank_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 1)]
+    assert cli._rank_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(cli.SimDAError, match="LOCAL_RANK=2"):
+        cli._rank_device(torch.device("cuda"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli._rank_device(torch.device("cuda")) == torch.device("cuda")

@@ -245,7 +245,11 @@ def test_stage1_cli_trains_on_the_requested_device_and_refuses_other_dtypes(
     assert seen["device"] == torch.device("cpu") and seen["steps"] == 2
     seen.clear()
     assert main([*argv, "--dtype", "bf16"]) == 2
-    assert not seen and "--dtype bf16" in capsys.readouterr().err
+    assert not seen and "toyworld base does not use --dtype" in capsys.readouterr().err
+    assert main(["toyworld", "ship", "--model", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "toyworld ship does not use --output" in capsys.readouterr().err
+    assert main(["toyworld", "data", "--steps", "5", "--output", str(tmp_path)]) == 2
+    assert "toyworld data does not use --steps" in capsys.readouterr().err
 
 
 def test_stage1_training_moves_the_model_to_its_device(tmp_path, monkeypatch):
@@ -267,3 +271,21 @@ def test_stage1_training_moves_the_model_to_its_device(tmp_path, monkeypatch):
     monkeypatch.setattr(toyworld, "build_pipeline", spy)
     toyworld.train_base(str(tmp_path / "base"), steps=1, batch=2, progress=False, device="cpu")
     assert devices == [torch.device("cpu"), torch.device("cpu")]
+
+
+def test_eval_toyworld_seeds_start_at_seed_and_the_report_goes_to_output(tmp_path, monkeypatch):
+    from simda.cli import main
+
+    seen = []
+    evaluate = toyworld.evaluate
+
+    def spy(pipe, *, seeds, **kwargs):
+        seen.append(list(seeds))
+        return evaluate(pipe, seeds=seeds, **kwargs)
+
+    monkeypatch.setattr(toyworld, "evaluate", spy)
+    argv = ["eval-toyworld", "--seed", "5", "--seeds", "2", "--steps", "1", "--captions", "1"]
+    assert main([*argv, "--quiet", "--output", str(tmp_path)]) == 0
+    assert seen == [[5, 6]]
+    saved = json.load(open(tmp_path / "eval-toyworld.json"))
+    assert saved["settings"]["first seed"] == 5 and (tmp_path / "eval-toyworld.md").is_file()

@@ -77,3 +77,14 @@ def test_short_training_lowers_the_loss(data_dir, tmp_path):
     _, state = run(data_dir, tmp_path / "fit", 40, dropout=0.0)
     first, last = np.mean(state.losses[:10]), np.mean(state.losses[-10:])
     assert last < first, (first, last)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("checkpoint_every", 0), ("steps", 0), ("batch_size", -1), ("caption_dropout", 1.5)],
+)
+def test_train_config_rejects_values_that_cannot_work(field, value):
+    from simda.errors import SimDAError
+
+    with pytest.raises(SimDAError, match=f"TrainConfig.{field}"):
+        TrainConfig(**{field: value})

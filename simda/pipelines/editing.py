@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from simda.errors import SimDAError
 from simda.pipelines.t2v import SimDAPipeline, diffusion_target
 
 RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
@@ -152,7 +153,12 @@ def edit_video(
     """The whole one-shot edit: tune on the clip, invert it, sample with the edited prompt.
 
     The reconstruction samples the inverted noise with the source prompt and no guidance.
+    ``tune_steps=0`` edits without tuning (an ablation).
     """
+    if tune_steps < 0:
+        raise SimDAError(f"tune_steps must be >= 0, got {tune_steps}")
+    if num_inference_steps < 1:
+        raise SimDAError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
     tuning = tune(
         pipe,
         frames,

@@ -387,6 +387,8 @@ class SimDAPipeline:
             num_inference_steps = recommended["num_inference_steps"]
         if guidance_scale is None:
             guidance_scale = recommended["guidance_scale"]
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise SimDAError(f"num_inference_steps must be >= 1, got {num_inference_steps!r}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         height = height or self.default_size
         width = width or self.default_size

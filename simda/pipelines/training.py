@@ -89,6 +89,16 @@ class TrainConfig:
     superres_scale: int | None = None
     log_every: int = 10
 
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SimDAError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise SimDAError(
+                f"TrainConfig.caption_dropout must be in [0, 1], got {self.caption_dropout!r}"
+            )
+
 
 @dataclass
 class TrainState:
