@@ -607,7 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     p.add_argument(
-        "--guidance", type=float, help="guidance scale (default: the model's recommendation)"
+        "--guidance",
+        type=float,
+        help="guidance scale of every row, variants included (default: the --model's "
+        "recommendation)",
     )
     p.add_argument(
         "--ablations", action="store_true", help="also score the model without each kind of adapter"
