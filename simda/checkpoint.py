@@ -37,15 +37,21 @@ def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def atomic_save(tensors: dict, path: str, metadata: dict | None = None) -> None:
     """Write safetensors next to ``path`` and rename: a crash never leaves a broken file."""
+    if os.path.isdir(path):
+        raise SimDAError(f"{path!r} is a folder; give the path of a .safetensors file")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata
-    )
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # like open(): safetensors writes owner-only files
-    os.replace(tmp, path)
+    try:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata
+        )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # like open(): safetensors writes owner-only files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None = None) -> int:
@@ -57,6 +63,8 @@ def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None =
     if not state:
         raise SimDAError("this model has no SimDA adapters to save")
     if dtype is not None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise SimDAError(f"save_adapters: dtype must be a torch floating dtype, got {dtype!r}")
         state = {k: v.to(dtype) for k, v in state.items()}
     meta = {"format": FORMAT, "parameters": str(sum(v.numel() for v in state.values()))}
     config = getattr(model, "simda_config", None)
@@ -86,6 +94,9 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
     tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise SimDAError(f"{path!r} is not a SimDA adapter file (format {meta.get('format')!r})")
+    not_float = sorted(k for k, v in tensors.items() if not v.is_floating_point())
+    if not_float:
+        raise SimDAError(f"{path!r} holds non-float adapter weights (e.g. {not_float[:3]})")
     own = adapter_state_dict(model)
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))

@@ -111,6 +111,21 @@ def test_adapter_file_that_does_not_fit(tmp_path):
         simda.load_adapters(other, str(tmp_path / "missing.safetensors"))
 
 
+def test_adapter_files_refuse_integer_weights_and_folders(tmp_path):
+    from simda.checkpoint import FORMAT, adapter_state_dict, atomic_save
+
+    model = simda.build_unet("tiny")
+    with pytest.raises(SimDAError, match="dtype must be a torch floating dtype"):
+        simda.save_adapters(model, str(tmp_path / "a.safetensors"), dtype=torch.int8)
+    with pytest.raises(SimDAError, match="is a folder"):
+        simda.save_adapters(model, str(tmp_path))
+    assert os.listdir(tmp_path) == []  # no stray temporary file either
+    rounded = {k: v.round().to(torch.int8) for k, v in adapter_state_dict(model).items()}
+    atomic_save(rounded, str(tmp_path / "int.safetensors"), {"format": FORMAT})
+    with pytest.raises(SimDAError, match="non-float adapter weights"):
+        simda.load_adapters(model, str(tmp_path / "int.safetensors"))
+
+
 def test_tuning_trains_only_the_adapters():
     pipe = SimDAPipeline.from_preset("tiny", seed=3)
     frozen = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "adapter" not in k}

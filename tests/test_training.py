@@ -88,3 +88,25 @@ def test_train_config_rejects_values_that_cannot_work(field, value):
 
     with pytest.raises(SimDAError, match=f"TrainConfig.{field}"):
         TrainConfig(**{field: value})
+
+
+def test_a_checkpoint_is_never_overwritten_or_half_loaded(data_dir, tmp_path):
+    out = tmp_path / "run"
+    _, state = run(data_dir, out, 2)
+    saved = (out / "checkpoint" / "state.json").read_text()
+    with pytest.raises(SimDAError, match="already holds a training checkpoint"):
+        run(data_dir, out, 4)  # a new run into the same folder, without resume
+    assert (out / "checkpoint" / "state.json").read_text() == saved
+    # a damaged state.json: a clear error, and the model keeps its weights
+    (out / "checkpoint" / "state.json").write_text('{"state": {"step": 2, "colour": 1}}')
+    pipe = SimDAPipeline.from_preset("tiny", seed=3)
+    before = {k: v.clone() for k, v in adapter_state_dict(pipe.unet).items()}
+    from simda.pipelines.editing import trainable_parameters
+    from simda.pipelines.training import load_checkpoint
+
+    optimizer = torch.optim.AdamW(trainable_parameters(pipe.unet))
+
+    with pytest.raises(SimDAError, match="not a simda training state"):
+        load_checkpoint(str(out / "checkpoint"), pipe.unet, optimizer)
+    after = adapter_state_dict(pipe.unet)
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -181,20 +181,35 @@ def save_checkpoint(path: str, unet, optimizer, state: TrainState, config: Train
 
 
 def load_checkpoint(path: str, unet, optimizer) -> TrainState:
+    """Restore adapters and optimizer from ``path``. Everything is read and checked before
+    anything is loaded, so a damaged checkpoint leaves the model as it was."""
     state_file = os.path.join(path, "state.json")
     if not os.path.isfile(state_file):
         raise SimDAError(f"--resume: no checkpoint in {path!r}")
-    load_adapters(unet, os.path.join(path, "adapters.safetensors"))
+    try:
+        with open(state_file) as f:
+            state = TrainState(**json.load(f)["state"])
+        if not isinstance(state.step, int) or state.step < 0:
+            raise ValueError(f"step {state.step!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SimDAError(f"{state_file} is not a simda training state ({exc})") from exc
     tensors, meta = read_safetensors(os.path.join(path, "optimizer.safetensors"))
     per_param: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        per_param.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict(
-        {"state": per_param, "param_groups": json.loads(meta["param_groups"])}
-    )
-    with open(state_file) as f:
-        return TrainState(**json.load(f)["state"])
+    try:
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            per_param.setdefault(int(index), {})[name] = value
+        groups = json.loads(meta["param_groups"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SimDAError(f"{path}/optimizer.safetensors is not a simda optimizer state") from exc
+    load_adapters(unet, os.path.join(path, "adapters.safetensors"))
+    try:
+        optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise SimDAError(
+            f"{path}/optimizer.safetensors does not fit these adapters ({exc})"
+        ) from exc
+    return state
 
 
 def train(
@@ -221,6 +236,11 @@ def train(
     params = trainable_parameters(unet)
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     checkpoint = os.path.join(output_dir, "checkpoint")
+    if not resume and os.path.isfile(os.path.join(checkpoint, "state.json")):
+        raise SimDAError(
+            f"{output_dir!r} already holds a training checkpoint: resume it (resume=True, "
+            "--resume) or write to another output folder (nothing was overwritten)"
+        )
     state = load_checkpoint(checkpoint, unet, optimizer) if resume else TrainState()
     model = unet
     if world > 1:
