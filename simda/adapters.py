@@ -44,6 +44,8 @@ class TemporalAdapter(nn.Module):
             raise ValueError(
                 f"temporal_act must be one of {simda_kernels.reference.TEMPORAL_ACTS}, got {act!r}"
             )
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
+            raise ValueError(f"channels must be an int >= 2 (rank C/2 >= 1), got {channels!r}")
         rank = channels // 2
         self.act = act
         self.backend = "reference"
@@ -60,7 +62,18 @@ class TemporalAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """x: (B*F, C, H, W), frames folded b-major -> (B*F, C, H, W)."""
+        if x.ndim != 4:
+            raise ValueError(f"x must be 4-D (B*F, C, H, W), got shape {tuple(x.shape)}")
         bf, c, h, w = x.shape
+        if (
+            isinstance(frames, bool)
+            or not isinstance(frames, (int, torch.SymInt))
+            or frames < 1
+            or bf % frames
+        ):
+            raise ValueError(
+                f"frames must be an int >= 1 that divides x.shape[0] = B*F = {bf}, got {frames!r}"
+            )
         video = x.view(bf // frames, frames, c, h, w).transpose(1, 2)  # (B, C, F, H, W) view
         y = simda_kernels.fused_temporal_adapter(
             video, self.w_down, self.b_down, self.conv_w, self.conv_b, self.act, self.backend

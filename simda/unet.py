@@ -18,7 +18,7 @@ from diffusers.models.resnet import ResnetBlock2D
 
 from simda.adapters import SpatialAdapter, TemporalAdapter
 from simda.attention import LatentShiftAttnProcessor, VideoContext
-from simda_kernels.reference import LSA_LAYOUTS
+from simda_kernels.reference import LSA_LAYOUTS, TEMPORAL_ACTS
 
 #: LSA layouts of the model: the op's layouts, plus ``"self"`` (plain per-frame self-attention,
 #: for tests and ablations).
@@ -228,6 +228,8 @@ def inflate(
     """
     _check_inflatable(unet)
     _check_layout(lsa_layout)
+    if temporal_act not in TEMPORAL_ACTS:  # before anything changes
+        raise ValueError(f"temporal_act must be one of {TEMPORAL_ACTS}, got {temporal_act!r}")
     if freeze:
         unet.requires_grad_(False)
     context = VideoContext()

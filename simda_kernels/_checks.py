@@ -41,6 +41,8 @@ def check_lsa_inputs(q, k, v, frames, height, width, layout, layouts):
             f"q, k and v must have the same shape (B*F, heads, N, D), got "
             f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if q.shape[-1] < 1:
+        raise ValueError(f"q, k and v need a head dim D >= 1, got shape {tuple(q.shape)}")
     _positive_int("frames", frames)
     _positive_int("height", height)
     _positive_int("width", width)
@@ -63,6 +65,11 @@ def check_temporal_adapter_inputs(x, w_down, b_down, conv_w, conv_b, act, acts):
     names = ("x", "w_down", "b_down", "conv_w", "conv_b")
     _same(names, (x, w_down, b_down, conv_w, conv_b))
     c, r = x.shape[1], w_down.shape[0]
+    for name, size in (("C", c), ("F", x.shape[2]), ("H", x.shape[3]), ("W", x.shape[4])):
+        if size < 1:
+            raise ValueError(f"x must have {name} >= 1 in (B, C, F, H, W), got {tuple(x.shape)}")
+    if r < 1:
+        raise ValueError(f"w_down must have R >= 1 rows, got shape {tuple(w_down.shape)}")
     if w_down.shape[1] != c:
         raise ValueError(f"w_down must have shape (R, C={c}) to match x, got {tuple(w_down.shape)}")
     for name, t, shape in (

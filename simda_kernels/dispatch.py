@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import warnings
 
@@ -136,6 +137,12 @@ def _lsa_backend(backend, q, needs_grad=False):
     return "reference"
 
 
+def _scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number (or None for 1/sqrt(D)), got {scale!r}")
+    return float(scale)
+
+
 def latent_shift_attention(
     q, k, v, frames, height, width, layout="paper", scale=None, backend="auto", token_order="raster"
 ):
@@ -151,7 +158,7 @@ def latent_shift_attention(
     check_lsa_inputs(q, k, v, frames, height, width, layout, reference.LSA_LAYOUTS)
     if token_order not in lsa.TOKEN_ORDERS:
         raise ValueError(f"token_order must be one of {lsa.TOKEN_ORDERS}, got {token_order!r}")
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else _scale(scale)
     class_major = token_order == "class_major"
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     if _lsa_backend(backend, q, needs_grad) == "triton":

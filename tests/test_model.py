@@ -197,3 +197,21 @@ def test_remove_components_for_ablations():
             assert not m.w_up.any() and not m.w_up.requires_grad
     remove_components(model, spatial=True)
     assert simda.count_parameters(model)["trainable"] == 0
+
+
+def test_temporal_adapter_and_inflate_check_their_arguments_first():
+    from simda.adapters import TemporalAdapter
+
+    adapter = TemporalAdapter(8)
+    with pytest.raises(ValueError, match="frames must be an int >= 1 that divides"):
+        adapter(torch.randn(6, 8, 4, 4), 4)
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        adapter(torch.randn(1, 6, 8, 4, 4), 2)
+    with pytest.raises(ValueError, match="channels must be an int >= 2"):
+        TemporalAdapter(1)
+    unet = UNet2DConditionModel(**unet2d_config("tiny"))
+    before = copy.deepcopy(unet.state_dict())
+    with pytest.raises(ValueError, match="temporal_act must be one of"):
+        simda.inflate(unet, temporal_act="relu")
+    assert unet.state_dict().keys() == before.keys()  # untouched: inflating again works
+    assert isinstance(simda.inflate(unet), simda.SimDAUNet)

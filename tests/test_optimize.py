@@ -92,3 +92,12 @@ def test_pipeline_is_accepted():
 def test_rejects_other_objects():
     with pytest.raises(TypeError, match="optimize expects"):
         simda.optimize(object())
+
+
+def test_backend_typos_are_refused_at_once():
+    model = simda.build_unet("tiny")
+    with pytest.raises(ValueError, match="attention_backend must be one of"):
+        simda.optimize(model, attention_backend="trtion")
+    with pytest.raises(ValueError, match="adapter_backend must be one of"):
+        simda.optimize(model, adapter_backend="triton")
+    assert backends(model) == {"attention": {"reference"}, "adapter": {"reference"}}

@@ -59,6 +59,9 @@ def test_gradcheck():
         (2, torch.randn(5), "b_down must have shape"),
         (3, torch.randn(4, 2), "conv_w must have shape"),
         (4, torch.randn(4).half(), "conv_b has dtype"),
+        (0, torch.randn(2, 8, 0, 4, 4), "x must have F >= 1"),
+        (0, torch.randn(2, 8, 3, 4, 0), "x must have W >= 1"),
+        (1, torch.randn(0, 8), "w_down must have R >= 1"),
     ],
 )
 def test_bad_inputs(index, value, match):

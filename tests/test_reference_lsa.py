@@ -99,6 +99,7 @@ def test_gradcheck(layout):
         (lambda a: {**a, "layout": "diagonal"}, "layout must be one of"),
         (lambda a: {**a, "v": a["v"].half()}, "v has dtype"),
         (lambda a: {**a, "frames": 0}, "frames must be >= 1"),
+        (lambda a: {**a, **{n: a[n][..., :0] for n in "qkv"}}, "head dim D >= 1"),
     ],
 )
 def test_bad_inputs(change, match):
@@ -112,3 +113,12 @@ def test_non_tensor_is_a_type_error():
     q, k, v = rand_qkv(1, 2, 1, 2, 2, 4)
     with pytest.raises(TypeError, match="q must be a torch.Tensor"):
         reference.latent_shift_attention(q.tolist(), k, v, 2, 2, 2)
+
+
+@pytest.mark.parametrize("scale", ["a", float("nan"), float("inf"), True, torch.tensor(0.5)])
+def test_scale_must_be_a_finite_number(scale):
+    import simda_kernels
+
+    q, k, v = rand_qkv(1, 3, 2, 2, 3, 4, torch.float32)
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        simda_kernels.latent_shift_attention(q, k, v, 3, 2, 3, scale=scale)
