@@ -35,6 +35,9 @@ def read_video(
     if frames.ndim != 4 or len(frames) == 0:
         raise SimDAError(f"video {path!r} has no frames (shape {frames.shape})")
     frames = frames[..., :3] if frames.shape[-1] >= 3 else np.repeat(frames, 3, -1)
+    for name, value in (("num_frames", num_frames), ("stride", stride)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise SimDAError(f"read_video: {name} must be an int >= 1, got {value!r}")
     if num_frames is not None:
         if len(frames) < num_frames:
             raise SimDAError(f"video {path!r} has {len(frames)} frames, {num_frames} are needed")

@@ -171,7 +171,7 @@ def test_demo(tmp_path):
         (["generate", "x", "--model", "/no/such/folder"], "does not exist"),
         (["generate", "x", "--size", "30", "--steps", "1"], "positive multiples of"),
         (["generate", "x", "--frames", "0"], "num_frames must be >= 1"),
-        (["generate", "x", "--steps", "0"], "num_inference_steps must be >= 1"),
+        (["generate", "x", "--steps", "0"], "num_inference_steps must be an int in 1..1000"),
         (["generate", "x", "--dtype", "fp16", "--device", "cpu"], "fp16 needs --device cuda"),
         (["edit", "/no/such.mp4", "--prompt", "a", "--edit", "b"], "does not exist"),
         (["train", "--data", "/no/such/dir"], "neither a folder nor a .csv"),

@@ -54,6 +54,31 @@ def test_text_to_video_shapes_and_determinism(pipe):
 def test_size_must_fit_the_vae(pipe):
     with pytest.raises(SimDAError, match="multiples of 8 pixels"):
         pipe("x", num_frames=2, height=60, width=64, num_inference_steps=1, progress=False)
+    with pytest.raises(SimDAError, match="multiples of 8 pixels"):  # 0 is not "the default"
+        pipe("x", num_frames=2, height=0, num_inference_steps=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"prompt": []}, "non-empty list of strings"),
+        ({"negative_prompt": None}, "negative_prompt a string"),
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be an int in 1..1000"),
+        ({"num_inference_steps": 2.0}, "num_inference_steps must be an int"),
+        ({"latents": torch.randn(1, 4, 2, 4, 4)}, "latents must be a tensor of shape"),
+        ({"latents": torch.randn(2, 4, 2, 8, 8)}, "for 1 prompt"),
+    ],
+)
+def test_sampling_arguments_are_checked_before_sampling(pipe, kwargs, match):
+    args = {"prompt": "x", "num_frames": 2, "num_inference_steps": 1, "progress": False}
+    with pytest.raises(SimDAError, match=match):
+        pipe(**{**args, **kwargs})
+
+
+def test_inversion_steps_are_checked(pipe):
+    with pytest.raises(SimDAError, match="num_inference_steps must be an int in 1..1000"):
+        pipe.invert(torch.randn(1, 4, 2, 8, 8), 0, progress=False)
 
 
 def test_video_round_trip_through_the_vae(pipe):
@@ -197,3 +222,19 @@ def test_missing_model_folders(tmp_path):
     (tmp_path / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(SimDAError, match="no .safetensors weights"):
         SimDAPipeline.from_pretrained(str(tmp_path))
+
+
+def test_a_saved_pipeline_without_its_adapters_is_refused(tmp_path, pipe):
+    pipe.save_pretrained(str(tmp_path / "m"))
+    os.remove(tmp_path / "m" / "adapters.safetensors")
+    with pytest.raises(SimDAError, match="adapters.safetensors is missing"):
+        SimDAPipeline.from_pretrained(str(tmp_path / "m"))
+
+
+def test_read_video_counts_must_be_positive(tmp_path):
+    from simda.video import read_video, write_video
+
+    path = write_video(str(tmp_path / "c.gif"), clip(frames=3))
+    for kwargs in ({"num_frames": 0}, {"num_frames": 2, "stride": -1}):
+        with pytest.raises(SimDAError, match="must be an int >= 1"):
+            read_video(path, **kwargs)

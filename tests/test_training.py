@@ -81,7 +81,15 @@ def test_short_training_lowers_the_loss(data_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("checkpoint_every", 0), ("steps", 0), ("batch_size", -1), ("caption_dropout", 1.5)],
+    [
+        ("checkpoint_every", 0),
+        ("steps", 0),
+        ("batch_size", -1),
+        ("caption_dropout", 1.5),
+        ("lr", 0.0),
+        ("mixed_precision", "fp61"),
+        ("superres_scale", 1),
+    ],
 )
 def test_train_config_rejects_values_that_cannot_work(field, value):
     from simda.errors import SimDAError

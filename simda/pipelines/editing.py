@@ -157,8 +157,7 @@ def edit_video(
     """
     if tune_steps < 0:
         raise SimDAError(f"tune_steps must be >= 0, got {tune_steps}")
-    if num_inference_steps < 1:
-        raise SimDAError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    pipe.check_steps(num_inference_steps)
     tuning = tune(
         pipe,
         frames,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -171,7 +173,12 @@ class SimDAPipeline:
 
             make_superres(pipe)
         own_adapters = os.path.join(path, "adapters.safetensors")
-        if ours and os.path.isfile(own_adapters):
+        if ours and not os.path.isfile(own_adapters):
+            raise SimDAError(
+                f"model folder {path!r} was saved by simda but its adapters.safetensors is "
+                "missing (its adapters would start untrained)"
+            )
+        if ours:
             load_adapters(unet, own_adapters)
         if adapters is not None:
             load_adapters(unet, adapters)
@@ -323,6 +330,18 @@ class SimDAPipeline:
         return eps_u + guidance_scale * (eps_c - eps_u)
 
     @torch.no_grad()
+    def check_steps(self, num_inference_steps) -> None:
+        """DDIM steps: an int in 1 .. the scheduler's training timesteps."""
+        limit = self.scheduler.config.num_train_timesteps
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, numbers.Integral)
+            or not 1 <= num_inference_steps <= limit
+        ):
+            raise SimDAError(
+                f"num_inference_steps must be an int in 1..{limit}, got {num_inference_steps!r}"
+            )
+
     def denoise(
         self,
         latents,
@@ -334,6 +353,7 @@ class SimDAPipeline:
         progress=True,
         desc="sampling",
     ):
+        self.check_steps(num_inference_steps)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = latents * self.scheduler.init_noise_sigma
         for t in tqdm(self.scheduler.timesteps, desc=desc, disable=not progress, leave=False):
@@ -347,6 +367,7 @@ class SimDAPipeline:
     ):
         """DDIM inversion: clean latents (B, 4, F, h, w) -> the noise DDIM maps back to them,
         conditioned on ``prompt`` (the empty prompt, as in one-shot editing), no guidance."""
+        self.check_steps(num_inference_steps)
         cond = self.encode_prompt([prompt] * latents.shape[0])
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         alphas = self.scheduler.alphas_cumprod.to(self.device)
@@ -387,11 +408,17 @@ class SimDAPipeline:
             num_inference_steps = recommended["num_inference_steps"]
         if guidance_scale is None:
             guidance_scale = recommended["guidance_scale"]
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise SimDAError(f"num_inference_steps must be >= 1, got {num_inference_steps!r}")
+        self.check_steps(num_inference_steps)
+        if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+            raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        height = height or self.default_size
-        width = width or self.default_size
+        if not prompts or not all(isinstance(p, str) for p in [*prompts, negative_prompt]):
+            raise SimDAError(
+                "prompt must be a string or a non-empty list of strings, and negative_prompt a "
+                f"string; got {prompt!r} and {negative_prompt!r}"
+            )
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
         self.check_size(num_frames, height, width)
         cond = self.encode_prompt(prompts)
         uncond = self.encode_prompt([negative_prompt] * len(prompts))
@@ -405,8 +432,20 @@ class SimDAPipeline:
             )
             latents = torch.randn(shape, generator=generator, dtype=torch.float32)
             latents = latents.to(self.device, self.dtype)
-        elif latents.shape[2] != num_frames:
-            raise SimDAError(f"latents have {latents.shape[2]} frames, num_frames={num_frames}")
+        else:
+            expected = (
+                len(prompts),
+                self.unet.config.out_channels,
+                num_frames,
+                height // self.vae_scale_factor,
+                width // self.vae_scale_factor,
+            )
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else latents
+                raise SimDAError(
+                    f"latents must be a tensor of shape (B, C, F, h, w) = {expected} for "
+                    f"{len(prompts)} prompt(s), {num_frames} frames at {height}x{width}; got {got}"
+                )
         out = self.denoise(
             latents.to(self.dtype),
             cond,

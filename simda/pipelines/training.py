@@ -94,6 +94,20 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise SimDAError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise SimDAError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if self.mixed_precision not in (None, "fp16", "bf16"):
+            raise SimDAError(
+                f"TrainConfig.mixed_precision must be None, 'fp16' or 'bf16', "
+                f"got {self.mixed_precision!r}"
+            )
+        if self.superres_scale is not None and (
+            not isinstance(self.superres_scale, int) or self.superres_scale < 2
+        ):
+            raise SimDAError(
+                f"TrainConfig.superres_scale must be None or an int >= 2, "
+                f"got {self.superres_scale!r}"
+            )
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise SimDAError(
                 f"TrainConfig.caption_dropout must be in [0, 1], got {self.caption_dropout!r}"
