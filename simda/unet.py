@@ -127,11 +127,28 @@ class VideoUNet(nn.Module):
         b, c, f, h, w = sample.shape
         if c != self.config.in_channels:
             raise ValueError(f"sample has {c} channels, the UNet takes {self.config.in_channels}")
-        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[0] != b:
-            raise ValueError(
-                f"encoder_hidden_states must be (B={b}, L, D), got "
-                f"{tuple(encoder_hidden_states.shape)}"
+        if min(b, f, h, w) < 1:
+            raise ValueError(f"sample needs B, F, H, W >= 1, got shape {tuple(sample.shape)}")
+        d = self.config.cross_attention_dim
+        if (
+            not isinstance(encoder_hidden_states, torch.Tensor)
+            or encoder_hidden_states.ndim != 3
+            or encoder_hidden_states.shape[0] != b
+            or encoder_hidden_states.shape[2] != d
+        ):
+            got = (
+                tuple(encoder_hidden_states.shape)
+                if isinstance(encoder_hidden_states, torch.Tensor)
+                else type(encoder_hidden_states).__name__
             )
+            raise ValueError(f"encoder_hidden_states must be a tensor (B={b}, L, D={d}), got {got}")
+        dtype = next(self.parameters()).dtype
+        if not torch.is_autocast_enabled(sample.device.type):
+            for name, t in (("sample", sample), ("encoder_hidden_states", encoder_hidden_states)):
+                if t.dtype != dtype:
+                    raise TypeError(f"{name} is {t.dtype} but the UNet's weights are {dtype}")
+        if isinstance(timestep, str) or timestep is None:
+            raise TypeError(f"timestep must be a number or a tensor, got {timestep!r}")
         timestep = torch.as_tensor(timestep, device=sample.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(b)

@@ -158,6 +158,26 @@ def test_bad_channels():
         model(torch.randn(1, 3, 2, 8, 8), 10, torch.randn(1, 5, 32))
 
 
+@pytest.mark.parametrize(
+    "sample, timestep, text, error, match",
+    [
+        ((1, 4, 0, 8, 8), 10, (1, 5, 32), ValueError, "B, F, H, W >= 1"),
+        ((1, 4, 2, 8, 8), 10, (1, 5, 31), ValueError, "D=32"),
+        ((1, 4, 2, 8, 8), 10, None, ValueError, "got NoneType"),
+        ((1, 4, 2, 8, 8), "10", (1, 5, 32), TypeError, "timestep must be a number"),
+        ((1, 4, 2, 8, 8), 10, torch.float64, TypeError, "encoder_hidden_states is torch.float64"),
+    ],
+)
+def test_forward_checks_its_inputs(sample, timestep, text, error, match):
+    model = simda.build_unet("tiny")
+    if isinstance(text, tuple):
+        text = torch.randn(text)
+    elif isinstance(text, torch.dtype):
+        text = torch.randn(1, 5, 32, dtype=text)
+    with pytest.raises(error, match=match):
+        model(torch.randn(sample), timestep, text)
+
+
 def test_unknown_preset_and_layout():
     with pytest.raises(ValueError, match="preset must be one of"):
         simda.build_unet("sdxl")
