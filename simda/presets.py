@@ -37,7 +37,7 @@ PRESETS = {
 
 
 def unet2d_config(preset: str) -> dict:
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     return dict(PRESETS[preset])
 
@@ -56,6 +56,8 @@ def build_unet(
     ``device="meta"`` builds it without allocating memory (e.g. to count parameters).
     ``config_overrides`` change the image model's config (e.g. ``in_channels=8``).
     """
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
     config = {**unet2d_config(preset), **config_overrides}
     with torch.device(device or "cpu"):
         unet = UNet2DConditionModel(**config)

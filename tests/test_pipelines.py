@@ -238,3 +238,29 @@ def test_read_video_counts_must_be_positive(tmp_path):
     for kwargs in ({"num_frames": 0}, {"num_frames": 2, "stride": -1}):
         with pytest.raises(SimDAError, match="must be an int >= 1"):
             read_video(path, **kwargs)
+
+
+def test_clips_must_be_uint8_rgb_arrays(pipe):
+    from simda.pipelines import edit_video
+
+    frames = clip(frames=2)
+    with pytest.raises(SimDAError, match="uint8 RGB array"):
+        pipe.encode_video(frames.astype(np.float32) / 255)  # [0, 1] floats: not silently black
+    with pytest.raises(SimDAError, match="uint8 RGB array"):
+        pipe.encode_video(frames[..., 0])
+    with pytest.raises(SimDAError, match="frames must be one clip"):
+        edit_video(pipe, frames[None], "a", "b", tune_steps=0, num_inference_steps=1)
+
+
+def test_build_unet_argument_types():
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        simda.build_unet("tiny", dtype="float16")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        simda.build_unet(["tiny"])
+
+
+def test_model_index_must_be_an_object(tmp_path, pipe):
+    pipe.save_pretrained(str(tmp_path / "m"))
+    (tmp_path / "m" / "model_index.json").write_text("[1, 2]")
+    with pytest.raises(SimDAError, match="must hold a JSON object"):
+        SimDAPipeline.from_pretrained(str(tmp_path / "m"))

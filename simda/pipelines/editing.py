@@ -59,6 +59,12 @@ def autocast(pipe: SimDAPipeline, mixed_precision: str | None):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def _check_clip(frames) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4:
+        shape = frames.shape if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise SimDAError(f"frames must be one clip, a uint8 array (F, H, W, 3); got {shape}")
+
+
 def tune(
     pipe: SimDAPipeline,
     frames: np.ndarray,
@@ -72,6 +78,9 @@ def tune(
     progress: bool = True,
 ) -> TuneResult:
     """Train the adapters on one clip (uint8 (F, H, W, 3)) with its prompt."""
+    _check_clip(frames)
+    if steps < 0:
+        raise SimDAError(f"steps must be >= 0, got {steps}")
     unet = pipe.unet
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
     cond = pipe.encode_prompt([prompt])
@@ -155,6 +164,7 @@ def edit_video(
     The reconstruction samples the inverted noise with the source prompt and no guidance.
     ``tune_steps=0`` edits without tuning (an ablation).
     """
+    _check_clip(frames)
     if tune_steps < 0:
         raise SimDAError(f"tune_steps must be >= 0, got {tune_steps}")
     pipe.check_steps(num_inference_steps)

@@ -294,6 +294,20 @@ class SimDAPipeline:
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray, generator=None, chunk: int = 8) -> torch.Tensor:
         """uint8 (F, H, W, 3) or (B, F, H, W, 3) -> scaled latents (B, 4, F, h, w)."""
+        if (
+            not isinstance(frames, np.ndarray)
+            or frames.dtype != np.uint8
+            or frames.ndim not in (4, 5)
+            or frames.shape[-1] != 3
+        ):
+            what = (
+                f"{frames.dtype} array of shape {frames.shape}"
+                if isinstance(frames, np.ndarray)
+                else type(frames).__name__
+            )
+            raise SimDAError(
+                f"frames must be a uint8 RGB array (F, H, W, 3) or (B, F, H, W, 3), got {what}"
+            )
         frames = frames[None] if frames.ndim == 4 else frames
         b, f, h, w, _ = frames.shape
         self.check_size(f, h, w)
@@ -489,11 +503,17 @@ def _check_model_folder(path: str) -> dict:
         return {}
     try:
         with open(index_path) as f:
-            return json.load(f)
+            index = json.load(f)
     except json.JSONDecodeError as exc:
         raise SimDAError(
             f"model folder {path!r}: model_index.json is not valid JSON ({exc})"
         ) from exc
+    if not isinstance(index, dict):
+        raise SimDAError(
+            f"model folder {path!r}: model_index.json must hold a JSON object, "
+            f"got a {type(index).__name__}"
+        )
+    return index
 
 
 def _vae_class(path: str) -> str | None:
