@@ -68,6 +68,12 @@ def test_resume_continues_exactly(data_dir, tmp_path):
     assert os.path.isfile(tmp_path / "split" / "adapters.safetensors")
 
 
+def test_resume_refuses_other_settings(data_dir, tmp_path):
+    run(data_dir, tmp_path / "r", 2)
+    with pytest.raises(SimDAError, match="caption_dropout 0.5 there, 0.0 now"):
+        run(data_dir, tmp_path / "r", 4, resume=True, dropout=0.0)
+
+
 def test_resume_without_checkpoint(data_dir, tmp_path):
     with pytest.raises(SimDAError, match="no checkpoint"):
         run(data_dir, tmp_path / "empty", 2, resume=True)

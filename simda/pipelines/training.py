@@ -194,19 +194,37 @@ def save_checkpoint(path: str, unet, optimizer, state: TrainState, config: Train
     os.replace(tmp, os.path.join(path, "state.json"))
 
 
-def load_checkpoint(path: str, unet, optimizer) -> TrainState:
+#: Settings a resumed run must share with its checkpoint (``steps`` may grow).
+RESUME_SETTINGS = ("batch_size", "lr", "seed", "caption_dropout", "mixed_precision")
+
+
+def load_checkpoint(path: str, unet, optimizer, config: TrainConfig | None = None) -> TrainState:
     """Restore adapters and optimizer from ``path``. Everything is read and checked before
-    anything is loaded, so a damaged checkpoint leaves the model as it was."""
+    anything is loaded, so a damaged checkpoint leaves the model as it was. With ``config``,
+    the settings of ``RESUME_SETTINGS`` must equal the checkpoint's (an exact resume)."""
     state_file = os.path.join(path, "state.json")
     if not os.path.isfile(state_file):
         raise SimDAError(f"--resume: no checkpoint in {path!r}")
     try:
         with open(state_file) as f:
-            state = TrainState(**json.load(f)["state"])
+            saved = json.load(f)
+        state = TrainState(**saved["state"])
+        saved_config = saved.get("config", {})
         if not isinstance(state.step, int) or state.step < 0:
             raise ValueError(f"step {state.step!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SimDAError(f"{state_file} is not a simda training state ({exc})") from exc
+    if config is not None:
+        changed = [
+            f"{k} {saved_config[k]!r} there, {getattr(config, k)!r} now"
+            for k in RESUME_SETTINGS
+            if k in saved_config and saved_config[k] != getattr(config, k)
+        ]
+        if changed:
+            raise SimDAError(
+                f"--resume continues the run in {path!r} with its own settings: "
+                + "; ".join(changed)
+            )
     tensors, meta = read_safetensors(os.path.join(path, "optimizer.safetensors"))
     per_param: dict[int, dict] = {}
     try:
@@ -255,7 +273,7 @@ def train(
             f"{output_dir!r} already holds a training checkpoint: resume it (resume=True, "
             "--resume) or write to another output folder (nothing was overwritten)"
         )
-    state = load_checkpoint(checkpoint, unet, optimizer) if resume else TrainState()
+    state = load_checkpoint(checkpoint, unet, optimizer, config) if resume else TrainState()
     model = unet
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
