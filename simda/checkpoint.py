@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import torch
 from safetensors import safe_open
@@ -54,6 +55,17 @@ def atomic_save(tensors: dict, path: str, metadata: dict | None = None) -> None:
             os.remove(tmp)
 
 
+def _adapter_setup(model: torch.nn.Module) -> dict:
+    """What adapter weights only make sense with: the temporal activation and the
+    attention layout they were trained with."""
+    acts = sorted({m.act for m in model.modules() if isinstance(m, TemporalAdapter)})
+    setup = {"temporal_act": acts[0] if len(acts) == 1 else acts}
+    layout = getattr(model, "lsa_layout", None)
+    if isinstance(layout, str):
+        setup["lsa_layout"] = layout
+    return setup
+
+
 def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None = None) -> int:
     """Save the adapters of ``model`` (a SimDAUNet) to ``path`` (.safetensors).
 
@@ -67,9 +79,7 @@ def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None =
             raise SimDAError(f"save_adapters: dtype must be a torch floating dtype, got {dtype!r}")
         state = {k: v.to(dtype) for k, v in state.items()}
     meta = {"format": FORMAT, "parameters": str(sum(v.numel() for v in state.values()))}
-    config = getattr(model, "simda_config", None)
-    if config is not None:
-        meta["config"] = json.dumps(config)
+    meta["config"] = json.dumps(_adapter_setup(model))
     atomic_save(state, path, meta)
     return sum(v.numel() for v in state.values())
 
@@ -113,6 +123,22 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
         ]
         raise SimDAError(
             f"adapters in {path!r} do not fit this model: " + "; ".join(p for p in problems if p)
+        )
+    try:
+        saved = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        saved = {}
+    own_setup = _adapter_setup(model)
+    differs = [
+        f"{k} {saved[k]!r} in the file, {own_setup[k]!r} in the model"
+        for k in own_setup
+        if isinstance(saved, dict) and k in saved and saved[k] != own_setup[k]
+    ]
+    if differs:
+        warnings.warn(
+            f"adapters in {path!r} were trained with another setup: " + "; ".join(differs),
+            RuntimeWarning,
+            stacklevel=2,
         )
     with torch.no_grad():
         params = dict(model.named_parameters())

@@ -264,3 +264,17 @@ def test_model_index_must_be_an_object(tmp_path, pipe):
     (tmp_path / "m" / "model_index.json").write_text("[1, 2]")
     with pytest.raises(SimDAError, match="must hold a JSON object"):
         SimDAPipeline.from_pretrained(str(tmp_path / "m"))
+
+
+def test_adapters_loaded_into_another_setup_warn(tmp_path):
+    import warnings
+
+    path = str(tmp_path / "a.safetensors")
+    simda.save_adapters(simda.build_unet("tiny"), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simda.load_adapters(simda.build_unet("tiny"), path)  # same setup: silent
+    other = simda.build_unet("tiny", temporal_act="none", lsa_layout="tav")
+    with pytest.warns(RuntimeWarning, match="temporal_act 'gelu' in the file, 'none'") as record:
+        simda.load_adapters(other, path)
+    assert "lsa_layout 'paper' in the file, 'tav' in the model" in str(record[0].message)
