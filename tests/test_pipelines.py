@@ -278,3 +278,10 @@ def test_adapters_loaded_into_another_setup_warn(tmp_path):
     with pytest.warns(RuntimeWarning, match="temporal_act 'gelu' in the file, 'none'") as record:
         simda.load_adapters(other, path)
     assert "lsa_layout 'paper' in the file, 'tav' in the model" in str(record[0].message)
+
+
+def test_sampling_and_inversion_build_no_autograd_graph(pipe):
+    assert any(p.requires_grad for p in pipe.unet.parameters())  # the adapters train
+    latents, cond = torch.randn(1, 4, 2, 8, 8), pipe.encode_prompt(["x"])
+    assert not pipe.denoise(latents, cond, None, 1, 1.0, progress=False).requires_grad
+    assert not pipe.invert(latents, 1, progress=False).requires_grad

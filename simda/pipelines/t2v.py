@@ -343,7 +343,6 @@ class SimDAPipeline:
         eps_u, eps_c = self.unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
         return eps_u + guidance_scale * (eps_c - eps_u)
 
-    @torch.no_grad()
     def check_steps(self, num_inference_steps) -> None:
         """DDIM steps: an int in 1 .. the scheduler's training timesteps."""
         limit = self.scheduler.config.num_train_timesteps
@@ -356,6 +355,7 @@ class SimDAPipeline:
                 f"num_inference_steps must be an int in 1..{limit}, got {num_inference_steps!r}"
             )
 
+    @torch.no_grad()
     def denoise(
         self,
         latents,
@@ -436,30 +436,22 @@ class SimDAPipeline:
         self.check_size(num_frames, height, width)
         cond = self.encode_prompt(prompts)
         uncond = self.encode_prompt([negative_prompt] * len(prompts))
+        shape = (
+            len(prompts),
+            self.unet.config.out_channels,
+            num_frames,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
         if latents is None:
-            shape = (
-                len(prompts),
-                self.unet.config.out_channels,
-                num_frames,
-                height // self.vae_scale_factor,
-                width // self.vae_scale_factor,
-            )
             latents = torch.randn(shape, generator=generator, dtype=torch.float32)
             latents = latents.to(self.device, self.dtype)
-        else:
-            expected = (
-                len(prompts),
-                self.unet.config.out_channels,
-                num_frames,
-                height // self.vae_scale_factor,
-                width // self.vae_scale_factor,
+        elif not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else latents
+            raise SimDAError(
+                f"latents must be a tensor of shape (B, C, F, h, w) = {shape} for "
+                f"{len(prompts)} prompt(s), {num_frames} frames at {height}x{width}; got {got}"
             )
-            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
-                got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else latents
-                raise SimDAError(
-                    f"latents must be a tensor of shape (B, C, F, h, w) = {expected} for "
-                    f"{len(prompts)} prompt(s), {num_frames} frames at {height}x{width}; got {got}"
-                )
         out = self.denoise(
             latents.to(self.dtype),
             cond,
