@@ -29,6 +29,13 @@ class SpatialAdapter(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+def check_temporal_act(act: str) -> None:
+    if act not in simda_kernels.reference.TEMPORAL_ACTS:
+        raise ValueError(
+            f"temporal_act must be one of {simda_kernels.reference.TEMPORAL_ACTS}, got {act!r}"
+        )
+
+
 class TemporalAdapter(nn.Module):
     """``T(x) = x + W_up(TConv(act(W_down x)))`` over the frames of a video feature map.
 
@@ -40,10 +47,7 @@ class TemporalAdapter(nn.Module):
 
     def __init__(self, channels: int, act: str = "gelu"):
         super().__init__()
-        if act not in simda_kernels.reference.TEMPORAL_ACTS:
-            raise ValueError(
-                f"temporal_act must be one of {simda_kernels.reference.TEMPORAL_ACTS}, got {act!r}"
-            )
+        check_temporal_act(act)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
             raise ValueError(f"channels must be an int >= 2 (rank C/2 >= 1), got {channels!r}")
         rank = channels // 2

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from simda.adapters import TemporalAdapter
 from simda.attention import LatentShiftAttnProcessor
+from simda_kernels._checks import check_backend
 from simda_kernels.dispatch import ADAPTER_BACKENDS, LSA_BACKENDS
 
 _SAVED = "_simda_backend_before_optimize"
@@ -61,12 +62,8 @@ def optimize(
     Idempotent; undone exactly by ``restore``. A plain ``UNet2DConditionModel`` has no layer
     these kernels apply to and is returned unchanged (with a warning).
     """
-    for name, value, allowed in (
-        ("attention_backend", attention_backend, LSA_BACKENDS),
-        ("adapter_backend", adapter_backend, ADAPTER_BACKENDS),
-    ):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    check_backend(attention_backend, LSA_BACKENDS, "attention_backend")
+    check_backend(adapter_backend, ADAPTER_BACKENDS, "adapter_backend")
     layers = _layers(_root(model_or_pipeline), attention, adapter)
     if not layers:
         warnings.warn(

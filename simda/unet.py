@@ -16,9 +16,9 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.resnet import ResnetBlock2D
 
-from simda.adapters import SpatialAdapter, TemporalAdapter
+from simda.adapters import SpatialAdapter, TemporalAdapter, check_temporal_act
 from simda.attention import LatentShiftAttnProcessor, VideoContext
-from simda_kernels.reference import LSA_LAYOUTS, TEMPORAL_ACTS
+from simda_kernels.reference import LSA_LAYOUTS
 
 #: LSA layouts of the model: the op's layouts, plus ``"self"`` (plain per-frame self-attention,
 #: for tests and ablations).
@@ -245,8 +245,7 @@ def inflate(
     """
     _check_inflatable(unet)
     _check_layout(lsa_layout)
-    if temporal_act not in TEMPORAL_ACTS:  # before anything changes
-        raise ValueError(f"temporal_act must be one of {TEMPORAL_ACTS}, got {temporal_act!r}")
+    check_temporal_act(temporal_act)  # before anything changes
     if freeze:
         unet.requires_grad_(False)
     context = VideoContext()

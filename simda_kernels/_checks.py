@@ -85,6 +85,6 @@ def check_temporal_adapter_inputs(x, w_down, b_down, conv_w, conv_b, act, acts):
         raise ValueError(f"act must be one of {acts}, got {act!r}")
 
 
-def check_backend(backend, backends):
+def check_backend(backend, backends, name="backend"):
     if backend not in backends:
-        raise ValueError(f"backend must be one of {backends}, got {backend!r}")
+        raise ValueError(f"{name} must be one of {backends}, got {backend!r}")

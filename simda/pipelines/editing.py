@@ -164,7 +164,6 @@ def edit_video(
     The reconstruction samples the inverted noise with the source prompt and no guidance.
     ``tune_steps=0`` edits without tuning (an ablation).
     """
-    _check_clip(frames)
     if tune_steps < 0:
         raise SimDAError(f"tune_steps must be >= 0, got {tune_steps}")
     pipe.check_steps(num_inference_steps)
