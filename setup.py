@@ -52,6 +52,7 @@ def _extensions():
     ext = cpp_extension.CUDAExtension(
         name="simda_kernels._C",
         sources=sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/*.cu")),
+        depends=sorted(glob.glob("csrc/*.cuh") + glob.glob("csrc/*.h")),
         include_dirs=[os.path.abspath("csrc"), *toolchain.nvidia_wheel_includes()],
         extra_compile_args={"cxx": ["-O3"], "nvcc": toolchain.NVCC_FLAGS},
     )

@@ -65,13 +65,14 @@ def _jit_build():
     from torch.utils import cpp_extension
 
     cpp_extension.CUDA_HOME = home  # in case it was imported before
-    sources = [
-        os.path.join(CSRC, name)
-        for name in sorted(os.listdir(CSRC))
-        if name.endswith((".cpp", ".cu"))
-    ]
+    names = sorted(os.listdir(CSRC)) if os.path.isdir(CSRC) else []
+    sources = [os.path.join(CSRC, name) for name in names if name.endswith((".cpp", ".cu"))]
     if not sources:
-        raise RuntimeError(f"JIT build needs the CUDA sources in {CSRC} (a source checkout)")
+        raise RuntimeError(
+            f"the JIT build needs the CUDA sources in {CSRC}, which an installed wheel does not "
+            "have: run from a source checkout or the sdist, or build the extension at install "
+            "time (pip install --no-build-isolation .)"
+        )
     return cpp_extension.load(
         name="simda_kernels_C",
         sources=sources,
