@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
+import sys
+import time
+import warnings
+
+#: A JIT build lock older than this was left by an interrupted build (builds take about a
+#: minute on 2 cores): torch would wait for it forever.
+STALE_LOCK_S = 15 * 60
 
 #: nvcc flags of the extension: setup.py and the JIT build use this list; CMakeLists.txt
 #: repeats it (a test keeps the two equal).
@@ -50,6 +58,47 @@ def nvidia_wheel_includes() -> list[str]:
     except ImportError:
         return []
     return sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "include")))
+
+
+def jit_build_directory(name: str) -> str:
+    """The folder for ``torch.utils.cpp_extension.load(name=name, build_directory=...)``.
+
+    One folder per Python and torch version, under ``$TORCH_EXTENSIONS_DIR`` or torch's
+    default root: torch's own default is shared by every torch build of one CUDA version, so
+    a module compiled against one torch could be loaded by another. A build lock left there
+    by an interrupted build (torch waits for a lock, silently and without end) is removed with
+    a warning once it is older than ``STALE_LOCK_S``; a younger one is waited for, with a
+    warning that says which file to delete if no other build is running.
+    """
+    import torch
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    version = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}"
+    folder = os.path.join(root, "simda", f"{name}-{re.sub(r'[^0-9A-Za-z.]+', '_', version)}")
+    os.makedirs(folder, exist_ok=True)
+    lock = os.path.join(folder, "lock")
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:  # no lock: nobody is building
+        return folder
+    if age > STALE_LOCK_S:
+        warnings.warn(
+            f"removing {lock}, left {age / 60:.0f} min ago by a build of {name} that did not "
+            "finish (interrupted?)",
+            stacklevel=2,
+        )
+        try:
+            os.remove(lock)
+        except FileNotFoundError:
+            pass
+    else:
+        warnings.warn(
+            f"another process is building {name} in {folder} (lock {age:.0f} s old); waiting. "
+            f"If none is, delete {lock}",
+            stacklevel=2,
+        )
+    return folder
 
 
 if __name__ == "__main__":

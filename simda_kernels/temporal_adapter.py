@@ -75,6 +75,7 @@ def _jit_build():
         )
     return cpp_extension.load(
         name="simda_kernels_C",
+        build_directory=_toolchain.jit_build_directory("simda_kernels_C"),
         sources=sources,
         extra_include_paths=[CSRC, *_toolchain.nvidia_wheel_includes()],
         extra_cflags=["-O3"],

@@ -387,8 +387,10 @@ def test_gpu_layouts(dtype, layout, order, poisoned):
 def test_kernels_compile_for_sm90_without_spills():
     """The GPU code path compiles (no GPU needed): PTX and cubin for sm_90; at SD head dims the
     key loops are pipelined and 16-bit kernels do not spill registers."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "triton_aot_report.py")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    script = os.path.join(root, "scripts", "triton_aot_report.py")
     result = subprocess.run(
         [sys.executable, script, "--quick"], env=env, capture_output=True, text=True, timeout=900
     )

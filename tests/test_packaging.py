@@ -1,12 +1,16 @@
-"""The source distribution: what a GPU machine needs to build the extension from it."""
+"""Packaging and building: the source distribution holds what a GPU machine needs to build
+the extension; just-in-time builds get their own folder and survive an interrupted build."""
 
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
+import warnings
 
 import pytest
+import torch
 
 from simda_kernels import _toolchain, temporal_adapter
 
@@ -79,3 +83,31 @@ def test_jit_build_without_sources_is_explained(tmp_path, monkeypatch):
     monkeypatch.setattr(cpp_extension, "CUDA_HOME", cpp_extension.CUDA_HOME)
     with pytest.raises(RuntimeError, match=r"CUDA sources in .*csrc.*source checkout"):
         temporal_adapter._jit_build()
+
+
+def test_jit_build_folder_is_per_torch_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        folder = _toolchain.jit_build_directory("simda_kernels_C")
+    assert os.path.isdir(folder) and folder.startswith(str(tmp_path))
+    tag = os.path.basename(folder)
+    assert tag.startswith("simda_kernels_C-py") and torch.__version__.split("+")[0] in tag
+    assert "+" not in tag
+
+
+def test_jit_build_removes_a_stale_lock_and_waits_for_a_fresh_one(tmp_path, monkeypatch):
+    """torch waits forever for the lock file of a build that was killed; an old one is removed
+    (and said so), a recent one is left for its build to finish (and said so)."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = _toolchain.jit_build_directory("simda_cuda_emulator")
+    lock = os.path.join(folder, "lock")
+    open(lock, "w").close()
+    with pytest.warns(UserWarning, match="another process is building.*delete .*lock"):
+        _toolchain.jit_build_directory("simda_cuda_emulator")
+    assert os.path.exists(lock)
+    old = time.time() - _toolchain.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="removing .*lock.*did not finish"):
+        assert _toolchain.jit_build_directory("simda_cuda_emulator") == folder
+    assert not os.path.exists(lock)

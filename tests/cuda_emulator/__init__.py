@@ -41,6 +41,7 @@ def load():
     include = _require_cuda_include()
     return cpp_extension.load(
         name="simda_cuda_emulator",
+        build_directory=_toolchain.jit_build_directory("simda_cuda_emulator"),
         sources=[os.path.join(HERE, name) for name in SOURCES],
         extra_include_paths=[CSRC, HERE, include],
         # the half-precision restrictions torch's CUDA builds compile the kernels with
