@@ -20,6 +20,7 @@ from benchmarks.kernel_bench import (
     attempt,
     bench_ms,
     cell,
+    compile_fresh,
     copy_tbps,
     geomean,
     matmul_tflops,
@@ -72,7 +73,7 @@ def run_shape(b, c, frames, h, w, dtype, device):
     def fused(x, *p):
         return simda_kernels.fused_temporal_adapter(x, *p, backend=fused_backend)
 
-    compiled = torch.compile(eager) if device == "cuda" else eager
+    compiled = compile_fresh(eager) if device == "cuda" else eager
     paths = {"eager": eager, "compiled": compiled, "fused": fused}
     row = {"shape": f"{b}x{c}x{frames}x{h}x{w}", "dtype": str(dtype).split(".")[-1]}
     leaves = [x.detach().requires_grad_(), *[t.requires_grad_() for t in p]]

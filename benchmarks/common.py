@@ -17,6 +17,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
 import simda
 from benchmarks.baselines import build_lvdm, build_tav
+from benchmarks.kernel_bench import compile_fresh
 from simda.pipelines.t2v import SD_SCHEDULER, TINY_VAE
 from simda.presets import unet2d_config
 
@@ -65,7 +66,7 @@ def build_arch(name: str, shapes: ModelShapes = SHAPES) -> torch.nn.Module:
             adapter_backend="cuda" if GPU else "reference",
         )
     if name == "simda_compiled":
-        model = torch.compile(model) if COMPILE else model
+        model = compile_fresh(model) if COMPILE else model
     return model
 
 

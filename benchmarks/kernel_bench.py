@@ -21,6 +21,14 @@ import torch
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+def compile_fresh(fn, **options):
+    """``torch.compile(fn)`` from empty caches. A compiled function is recompiled for every new
+    shape, dtype or grad mode, and past torch's recompile limit (8) it silently runs eagerly: a
+    "compiled" column measured after a few other shapes would be eager PyTorch."""
+    torch._dynamo.reset()
+    return torch.compile(fn, **options)
+
+
 def bench_ms(fn, device) -> float:
     """Median milliseconds of ``fn`` (CUDA: ``triton.testing.do_bench``; CPU: 5 calls)."""
     if device == "cuda":

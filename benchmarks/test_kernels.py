@@ -13,6 +13,7 @@ from benchmarks.bench_adapter import eager as adapter_eager
 from benchmarks.bench_lsa import GPU_SHAPES as LSA_GPU_SHAPES
 from benchmarks.bench_lsa import naive as lsa_naive
 from benchmarks.common import DEVICE, GPU, run_benchmark
+from benchmarks.kernel_bench import compile_fresh
 from simda_kernels import lsa, reference
 
 DTYPES = [torch.float16, torch.bfloat16] if GPU else [torch.float32]
@@ -88,7 +89,7 @@ def test_temporal_adapter(benchmark, path, shape, dtype, pass_):
     x = torch.randn(b, frames, c, h, w, device=DEVICE, dtype=dtype).transpose(1, 2)
     p = [torch.randn(s, device=DEVICE, dtype=dtype) * 0.05 for s in ((r, c), (r,), (r, 3), (r,))]
     leaves = [x.requires_grad_(), *[t.requires_grad_() for t in p]]
-    compiled = torch.compile(adapter_eager) if path == "compiled" else None
+    compiled = compile_fresh(adapter_eager) if path == "compiled" else None
     fns = {
         "eager": lambda: adapter_eager(*leaves),
         "compiled": lambda: compiled(*leaves),

@@ -9,15 +9,19 @@
 # With the device tool's 15 minutes (start-up included; at most 10 per command): first call
 #   `BUDGET=420 bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 450, carry .whl),
 # which answers the kernel issues (correctness on hardware, both side-by-side tables) and
-# leaves time for one more call. Estimate for it: build ~40 s; about 100 Triton compilations
-# in the GPU tests at ~0.7 s each (measured for sm_90 on a CPU core, triton 3.6); 12 attention
-# rows and 6 adapter rows of ~5 s each: about 4 minutes. Then
+# leaves time for one more call. Estimate for it: build ~40 s; GPU tests ~2 min (about 100
+# Triton compilations at ~0.7 s each, measured for sm_90 on a CPU core with triton 3.6, plus
+# one Inductor compile); 12 attention rows of ~6 s; 12 adapter rows (fp16, bf16) of ~10 s,
+# each compiling its torch.compile column afresh: about 6 minutes. Stages print rows as they
+# are measured, so a stage cut short by BUDGET still leaves its first rows. Then
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
 # call stays on a warm machine; add `build` first on a fresh one). Stage `tune` (not a default)
 # sweeps the attention kernels' launch configs: `bash scripts/gpu_check.sh tune`.
 # BUDGET (seconds, default 580) bounds the whole run: each stage's timeout is cut to what is
 # left, and a stage with under 30 s left is skipped, so the script ends before the call does.
 set -uo pipefail
+# Compiled Triton kernels, never the interpreter (the tests' default without a GPU).
+export TRITON_INTERPRET=0
 OUT=${OUT:-out/gpu}
 BUDGET=${BUDGET:-580}
 mkdir -p "$OUT"
@@ -26,7 +30,11 @@ start=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
 want() { [[ " $stages " == *" $1 "* ]]; }
 # Seconds a stage may run: its own cap ($1) or what is left of BUDGET, whichever is smaller.
-limit() { local left=$(( BUDGET - ($(date +%s) - start) - 5 )); echo $(( left < $1 ? left : $1 )); }
+# (At least 1: `timeout 0` would mean no limit at all.)
+limit() {
+  local left=$(( BUDGET - ($(date +%s) - start) - 5 ))
+  left=$(( left < $1 ? left : $1 )); echo $(( left < 1 ? 1 : left ))
+}
 fits() { (( $(limit 30) >= 30 )) || { echo "== skip $1: under 30 s of BUDGET left"; false; }; }
 
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -39,7 +47,7 @@ python3 -c "import numpy, torch, triton; print('torch', torch.__version__, 'trit
 
 if want build; then
   step "build the CUDA extension"
-  MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip install -q --no-build-isolation --no-deps \
+  SIMDA_FORCE_CUDA=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip install -q --no-build-isolation --no-deps \
     -e . > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; echo "BUILD FAILED"; }
   python3 -c "import simda_kernels._C; print('simda_kernels._C loaded')" 2>&1 | tail -2
 fi
@@ -47,6 +55,7 @@ if want tests && fits tests; then
   step "GPU tests"
   # One process per kernel: a CUDA fault in one cannot fail the other's tests.
   for name in lsa_kernel temporal_adapter; do
+    fits "tests of $name" || continue
     timeout "$(limit 240)" python3 -m pytest -q -m gpu -p no:cacheprovider "tests/test_$name.py" \
       > "$OUT/gpu_tests_$name.txt" 2>&1
     echo "-- $name: $(tail -1 "$OUT/gpu_tests_$name.txt")"

@@ -17,7 +17,7 @@ import torch
 
 import simda_kernels
 from simda_kernels import lsa, reference
-from tests.conftest import load_script, requires_cuda
+from tests.conftest import load_script, requires_compiled_triton, requires_cuda
 
 pytestmark = pytest.mark.skipif(not lsa.HAS_TRITON, reason="triton is not installed")
 
@@ -125,17 +125,20 @@ def compare_with_reference(q, k, v, frames, height, width, layout, order="raster
         assert err <= bar, f"{name}: max error {err:.2e} > {bar:.2e}"
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
 def test_interpreter_matches_reference(case, poisoned):
     check_against_reference(*case)
 
 
+@pytest.mark.interpreter
 def test_several_videos_and_blocks_per_class(poisoned):
     """B = 2, several query blocks, classes longer than one key block (17 x 13: 20 keys)."""
     with lsa.launch_config(fwd={"block_m": 32}, bwd_dq={"block_m": 32}, bwd_dkdv={"block_m": 32}):
         check_against_reference("paper", torch.float32, "raster", 2, 17, 13, 16, batch=2)
 
 
+@pytest.mark.interpreter
 def test_gpu_block_sizes_in_the_interpreter(poisoned):
     """The block sizes the launch-config function picks on sm_90 for 16-bit D = 40 (several
     query blocks, one key block per class), run by the interpreter."""
@@ -147,6 +150,7 @@ def test_gpu_block_sizes_in_the_interpreter(poisoned):
         check_against_reference("released", torch.float16, "raster", 3, 13, 11, 40)
 
 
+@pytest.mark.interpreter
 def test_class_major_is_a_permutation_of_raster():
     q, k, v = make_qkv(3, 6, 5, 16, torch.float32)
     order = reference.class_major_order(6, 5)
@@ -158,6 +162,7 @@ def test_class_major_is_a_permutation_of_raster():
     torch.testing.assert_close(class_major, raster[:, :, order], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.interpreter
 def test_deterministic():
     q, k, v = (t.requires_grad_() for t in make_qkv(2, 4, 4, 16, torch.float32))
     grad = torch.randn_like(q)
@@ -169,6 +174,7 @@ def test_deterministic():
         assert torch.equal(a, b)
 
 
+@pytest.mark.interpreter
 def test_custom_scale():
     q, k, v = make_qkv(2, 3, 3, 8, torch.float32)
     got = simda_kernels.latent_shift_attention(q, k, v, 2, 3, 3, scale=0.3, backend="triton")
@@ -176,6 +182,7 @@ def test_custom_scale():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.interpreter
 def test_heads_videos_distinct_kv_strides_and_custom_scale(poisoned):
     """Several heads and videos, v in another layout than k (head-major, padded tokens) and a
     custom scale, gradients included: a head, video or frame offset taken with the wrong
@@ -189,6 +196,7 @@ def test_heads_videos_distinct_kv_strides_and_custom_scale(poisoned):
     compare_with_reference(q, k, v, frames, h, w, "released", scale=0.3)
 
 
+@pytest.mark.interpreter
 def test_online_softmax_with_large_logits(poisoned):
     """Logits of about 240 on the first class visited and -240 on the others: the running max
     must be kept (a per-block max alone overflows exp2 when rescaling)."""
@@ -318,6 +326,7 @@ def test_bad_arguments(kwargs, error, match):
         simda_kernels.latent_shift_attention(q, k, v, 2, 2, 2, **kwargs)
 
 
+@pytest.mark.interpreter
 def test_triton_rejects_float64_and_huge_head_dims():
     q, k, v = make_qkv(1, 2, 2, 8, torch.float64)
     with pytest.raises(TypeError, match="float64"):
@@ -346,6 +355,7 @@ def test_auto_uses_the_reference_on_cpu():
 # ----------------------------------------------------------------------------- GPU
 
 
+@requires_compiled_triton
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -375,6 +385,7 @@ def test_gpu_shapes(dtype, shape, poisoned):
     )
 
 
+@requires_compiled_triton
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -478,6 +489,7 @@ def test_shipped_measurements_are_benchmark_outputs():
             assert name == f"lsa-sm{major}{minor}.json", name
 
 
+@pytest.mark.interpreter
 def test_launch_config_sweep_checks_every_candidate(monkeypatch, tmp_path, capsys):
     """scripts/tune_lsa.py (interpreter smoke grid, timing stubbed): every candidate is checked
     against the reference first, and a wrong one is never picked."""
@@ -495,3 +507,33 @@ def test_launch_config_sweep_checks_every_candidate(monkeypatch, tmp_path, capsy
     results = json.loads(out.read_text())["results"]
     assert all(r["best"] is None for r in results)
     assert all(t["note"].startswith("wrong") for r in results for t in r["tried"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the suite itself runs compiled")
+def test_triton_tests_run_with_compiled_kernels():
+    """What a GPU machine runs by default (TRITON_INTERPRET=0): every test that needs the
+    interpreter is marked ``interpreter`` and skipped there, so nothing fails for want of it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    files = ["tests/test_lsa_kernel.py", "tests/test_optimize.py"]
+    this = "tests/test_lsa_kernel.py::test_triton_tests_run_with_compiled_kernels"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *files,
+            "--deselect",
+            this,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " skipped" in result.stdout.splitlines()[-1]

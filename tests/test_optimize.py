@@ -27,6 +27,7 @@ def randomised_model():
 
 
 @pytest.mark.skipif(not lsa.HAS_TRITON, reason="triton is not installed")
+@pytest.mark.interpreter
 def test_optimized_matches_unoptimized_and_restore_is_exact():
     model = randomised_model()
     sample, t, text = small_inputs()
