@@ -212,13 +212,12 @@ def test_kernel_benchmark_survives_a_failing_path(monkeypatch, tmp_path, capsys)
     assert "| err |" in text
 
 
-def test_compile_fresh_is_not_silently_eager_after_earlier_compilations(monkeypatch):
+def test_compile_fresh_is_not_silently_eager_after_earlier_compilations():
     """torch.compile caches per function: past the recompile limit a new shape or dtype runs
     eagerly without an error, so a "compiled" benchmark row could measure eager code.
     compile_fresh (used by every compiled path of the benchmarks) starts from empty caches."""
     from benchmarks.kernel_bench import compile_fresh
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     graphs = []
 
     def backend(gm, inputs):
@@ -228,9 +227,11 @@ def test_compile_fresh_is_not_silently_eager_after_earlier_compilations(monkeypa
     def f(x):
         return x * 2 + 1
 
-    torch.compile(f, backend=backend)(torch.randn(3))
-    torch.compile(f, backend=backend)(torch.randn(3, dtype=torch.float64))
-    assert len(graphs) == 1  # the limit was hit: the second call ran eagerly
-    compile_fresh(f, backend=backend)(torch.randn(3, dtype=torch.float64))
-    assert len(graphs) == 2
+    # (config.patch, not monkeypatch: undoing a monkeypatch deletes the config entry)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        torch.compile(f, backend=backend)(torch.randn(3))
+        torch.compile(f, backend=backend)(torch.randn(3, dtype=torch.float64))
+        assert len(graphs) == 1  # the limit was hit: the second call ran eagerly
+        compile_fresh(f, backend=backend)(torch.randn(3, dtype=torch.float64))
+        assert len(graphs) == 2
     torch._dynamo.reset()
