@@ -79,9 +79,14 @@ class TemporalAdapter(nn.Module):
                 f"frames must be an int >= 1 that divides x.shape[0] = B*F = {bf}, got {frames!r}"
             )
         video = x.view(bf // frames, frames, c, h, w).transpose(1, 2)  # (B, C, F, H, W) view
-        y = simda_kernels.fused_temporal_adapter(
-            video, self.w_down, self.b_down, self.conv_w, self.conv_b, self.act, self.backend
-        )
+        weights = (self.w_down, self.b_down, self.conv_w, self.conv_b)
+        if torch.is_autocast_enabled(x.device.type):
+            # Like autocast's own GEMMs: input and (fp32 master) weights in the autocast dtype;
+            # the op itself takes one dtype. The casts are differentiable.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            video = video.to(dtype)
+            weights = tuple(w.to(dtype) for w in weights)
+        y = simda_kernels.fused_temporal_adapter(video, *weights, self.act, self.backend)
         y = y.transpose(1, 2).reshape(bf, -1, h, w)  # (B*F, R, H, W)
         return x + F.conv2d(y, self.w_up[:, :, None, None], self.b_up)
 

@@ -127,6 +127,29 @@ def test_every_adapter_trains(checkpointing):
         opt.step()
 
 
+def test_mixed_precision_autocast_trains_fp32_adapters():
+    """Under autocast (here CPU bf16; fp16/bf16 on GPU) the feature maps reach the temporal
+    adapters in low precision while their weights stay fp32: the adapters cast like autocast's
+    GEMMs instead of refusing the mix, and the fp32 weights get gradients."""
+    model = simda.build_unet("tiny").train()
+    with torch.no_grad():  # non-zero up-projections, so every adapter affects the output
+        for m in model.modules():
+            if isinstance(m, simda.TemporalAdapter):
+                m.w_up.normal_(std=0.02)
+    sample, t, text = video_inputs(frames=3)
+    want = model(sample, t, text)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(sample, t, text)
+    assert got.dtype == torch.float32 or got.dtype == torch.bfloat16
+    err = (got.float() - want).abs().max() / want.abs().max()
+    assert 0 < err < 0.05, err
+    got.float().square().mean().backward()
+    adapters = [m for m in model.modules() if isinstance(m, simda.TemporalAdapter)]
+    for m in adapters:
+        assert m.w_down.dtype == torch.float32
+        assert m.w_down.grad is not None and m.w_down.grad.abs().sum() > 0, m
+
+
 def test_gradients_stay_out_of_the_frozen_model():
     model = simda.build_unet("tiny")
     sample, t, text = video_inputs(frames=2)

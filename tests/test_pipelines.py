@@ -285,3 +285,10 @@ def test_sampling_and_inversion_build_no_autograd_graph(pipe):
     latents, cond = torch.randn(1, 4, 2, 8, 8), pipe.encode_prompt(["x"])
     assert not pipe.denoise(latents, cond, None, 1, 1.0, progress=False).requires_grad
     assert not pipe.invert(latents, 1, progress=False).requires_grad
+
+
+def test_tuning_refuses_fp16_weights():
+    pipe = SimDAPipeline.from_preset("tiny", seed=3)
+    pipe.unet.half()
+    with pytest.raises(SimDAError, match="AdamW on fp16 weights"):
+        tune(pipe, clip(), "a red square moving right", steps=1, progress=False)

@@ -59,6 +59,24 @@ def autocast(pipe: SimDAPipeline, mixed_precision: str | None):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def grad_scaler(pipe: SimDAPipeline, mixed_precision: str | None) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 autocast on GPU (fp16 gradients of a mean-squared error over a
+    whole clip underflow without it); disabled otherwise, where it passes everything through."""
+    enabled = mixed_precision == "fp16" and pipe.device.type == "cuda"
+    return torch.amp.GradScaler(pipe.device.type, enabled=enabled)
+
+
+def check_trainable_dtype(params) -> None:
+    """AdamW on fp16 weights breaks: its second moment and eps underflow to 0, and the first
+    step turns small-gradient weights into inf. Train fp32 weights with fp16 autocast."""
+    if any(p.dtype == torch.float16 for p in params):
+        raise SimDAError(
+            "the adapters are float16, and AdamW on fp16 weights overflows (its eps and second "
+            "moment underflow): load the model in fp32 (--dtype fp32) and train with "
+            "mixed_precision='fp16' (--mixed-precision fp16)"
+        )
+
+
 def _check_clip(frames) -> None:
     if not isinstance(frames, np.ndarray) or frames.ndim != 4:
         shape = frames.shape if isinstance(frames, np.ndarray) else type(frames).__name__
@@ -85,12 +103,14 @@ def tune(
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
     cond = pipe.encode_prompt([prompt])
     params = trainable_parameters(unet)
+    check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=lr)
+    scaler = grad_scaler(pipe, mixed_precision)
     if gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
     if pipe.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(pipe.device)
     result = TuneResult(tuned_parameters=sum(p.numel() for p in params))
     start = time.perf_counter()
     bar = tqdm(range(steps), desc="tuning", disable=not progress, leave=False)
@@ -98,13 +118,14 @@ def tune(
         optimizer.zero_grad(set_to_none=True)
         with autocast(pipe, mixed_precision):
             loss = diffusion_loss(pipe, latents, cond, step_generator(seed, step))
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         result.losses.append(loss.item())
         bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
     result.seconds_per_step = (time.perf_counter() - start) / max(steps, 1)
     if pipe.device.type == "cuda":
-        result.peak_memory_mib = torch.cuda.max_memory_allocated() / 2**20
+        result.peak_memory_mib = torch.cuda.max_memory_allocated(pipe.device) / 2**20
     unet.eval()
     if gradient_checkpointing:
         unet.disable_gradient_checkpointing()

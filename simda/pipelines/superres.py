@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from simda.errors import SimDAError
-from simda.pipelines.t2v import SimDAPipeline
+from simda.pipelines.t2v import SimDAPipeline, draw_noise
 from simda.video import resize_frames
 
 
@@ -95,7 +95,7 @@ def upscale(
         height // pipe.vae_scale_factor,
         width // pipe.vae_scale_factor,
     )
-    noise = torch.randn(shape, generator=generator).to(pipe.device, pipe.dtype)
+    noise = draw_noise(shape, generator).to(pipe.device, pipe.dtype)
     latents = pipe.denoise(
         noise,
         cond,

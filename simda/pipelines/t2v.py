@@ -43,6 +43,14 @@ TINY_VAE = dict(
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+def draw_noise(shape, generator=None) -> torch.Tensor:
+    """fp32 standard normal noise drawn on the generator's device (CPU without one), so that a
+    ``torch.Generator("cuda")`` works as in diffusers and a CPU one gives the same noise on
+    every device."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+
 def diffusion_target(scheduler, latents, noise, t):
     """What the UNet learns to output, by the scheduler's ``prediction_type``: the noise
     (SD's epsilon), the clean latents ("sample") or the velocity."""
@@ -444,8 +452,7 @@ class SimDAPipeline:
             width // self.vae_scale_factor,
         )
         if latents is None:
-            latents = torch.randn(shape, generator=generator, dtype=torch.float32)
-            latents = latents.to(self.device, self.dtype)
+            latents = draw_noise(shape, generator).to(self.device, self.dtype)
         elif not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else latents
             raise SimDAError(

@@ -26,7 +26,13 @@ from tqdm.auto import tqdm
 
 from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
 from simda.errors import SimDAError
-from simda.pipelines.editing import autocast, step_generator, trainable_parameters
+from simda.pipelines.editing import (
+    autocast,
+    check_trainable_dtype,
+    grad_scaler,
+    step_generator,
+    trainable_parameters,
+)
 from simda.pipelines.t2v import SimDAPipeline, diffusion_target
 from simda.video import VIDEO_SUFFIXES, read_video
 
@@ -118,6 +124,8 @@ class TrainConfig:
 class TrainState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    #: the fp16 loss scaler's state (empty when no scaling is done)
+    grad_scaler: dict = field(default_factory=dict)
 
 
 def _rank_world():
@@ -134,8 +142,10 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 
 class LatentCache:
-    """Per clip: the VAE posterior (mean, std) and the caption embedding, computed once.
-    Latents are sampled from the posterior with the step's generator."""
+    """Per clip: the VAE posterior (mean, std), computed once (``CHUNK`` frames per VAE call)
+    and kept in host memory. Latents are sampled from it with the step's generator."""
+
+    CHUNK = 8
 
     def __init__(self, pipe: SimDAPipeline, dataset: ClipDataset, superres_scale=None):
         self.pipe, self.dataset, self.scale = pipe, dataset, superres_scale
@@ -147,17 +157,23 @@ class LatentCache:
         if index not in self._posterior:
             frames = self.dataset.frames(index)
             pixels = torch.from_numpy(frames).to(self.pipe.device).permute(0, 3, 1, 2)
-            dist_ = self.pipe.vae.encode(pixels.float() / 127.5 - 1).latent_dist
-            self._posterior[index] = (dist_.mean, dist_.std)
+            means, stds = [], []
+            for i in range(0, len(pixels), self.CHUNK):  # bounded VAE memory, as encode_video
+                dist_ = self.pipe.vae.encode(pixels[i : i + self.CHUNK].float() / 127.5 - 1)
+                means.append(dist_.latent_dist.mean.cpu())
+                stds.append(dist_.latent_dist.std.cpu())
+            # kept in host memory: one clip's posterior is MBs, a data set's would fill a GPU
+            self._posterior[index] = (torch.cat(means), torch.cat(stds))
         return self._posterior[index]
 
     def latents(self, indices, generator) -> torch.Tensor:
         out = []
         for i in indices:
             mean, std = self.posterior(i)
-            noise = torch.randn(mean.shape, generator=generator).to(mean)
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
             out.append((mean + std * noise).transpose(0, 1))  # (4, F, h, w)
-        return torch.stack(out) * self.pipe.vae.config.scaling_factor
+        latents = torch.stack(out) * self.pipe.vae.config.scaling_factor
+        return latents.to(self.pipe.device)
 
     @torch.no_grad()
     def low_res(self, indices) -> torch.Tensor:
@@ -266,7 +282,9 @@ def train(
     local = config.batch_size // world
     unet = pipe.unet
     params = trainable_parameters(unet)
+    check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=config.lr)
+    scaler = grad_scaler(pipe, config.mixed_precision)
     checkpoint = os.path.join(output_dir, "checkpoint")
     if not resume and os.path.isfile(os.path.join(checkpoint, "state.json")):
         raise SimDAError(
@@ -274,6 +292,8 @@ def train(
             "--resume) or write to another output folder (nothing was overwritten)"
         )
     state = load_checkpoint(checkpoint, unet, optimizer, config) if resume else TrainState()
+    if state.grad_scaler and scaler.is_enabled():
+        scaler.load_state_dict(state.grad_scaler)
     model = unet
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -316,8 +336,10 @@ def train(
             pred = model(noisy.to(pipe.dtype), t[mine], cond)
             target = diffusion_target(pipe.scheduler, latents[mine], noise[mine], t[mine])
             loss = torch.nn.functional.mse_loss(pred.float(), target.float())
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        state.grad_scaler = scaler.state_dict()
         loss = loss.detach()
         if world > 1:  # log the global mean
             dist.all_reduce(loss)
