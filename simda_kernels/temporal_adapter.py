@@ -37,15 +37,16 @@ def extension(jit: bool | None = None):
     global _EXT, _EXT_ERROR
     if _EXT is not None:
         return _EXT
-    try:
-        from simda_kernels import _C
-
-        _EXT = _C
-        return _EXT
-    except ImportError as exc:
-        _EXT_ERROR = f"simda_kernels._C is not built ({exc})"
     if jit is None:
         jit = os.environ.get("SIMDA_JIT_BUILD", "0") == "1"
+    if _EXT_ERROR is None or jit:  # a failed import is remembered, not retried every call
+        try:
+            from simda_kernels import _C
+
+            _EXT = _C
+            return _EXT
+        except ImportError as exc:
+            _EXT_ERROR = f"simda_kernels._C is not built ({exc})"
     if jit:
         _EXT = _jit_build()
     return _EXT

@@ -392,3 +392,27 @@ def test_emulated_kernels_pass_sanitizers(sanitized_programs, sanitizer, arch):
     )
     assert run.returncode == 0, run.stderr[-6000:]
     assert "no sanitizer report" in run.stdout
+
+
+def test_a_missing_extension_is_looked_for_once(monkeypatch):
+    """Without the extension, ``auto`` on CUDA falls back on every adapter call: the failed
+    import is remembered instead of searching the package again 16 times per UNet step."""
+    import builtins
+
+    monkeypatch.setattr(temporal_adapter, "_EXT", None)
+    monkeypatch.setattr(temporal_adapter, "_EXT_ERROR", None)
+    monkeypatch.delenv("SIMDA_JIT_BUILD", raising=False)
+    tries = []
+    real_import = builtins.__import__
+
+    def counting_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "simda_kernels" and fromlist and "_C" in fromlist:
+            tries.append(name)
+            raise ImportError("no _C here")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", counting_import)
+    assert temporal_adapter.extension() is None
+    assert temporal_adapter.extension() is None
+    assert len(tries) == 1
+    assert "not built" in temporal_adapter.extension_error()
