@@ -60,15 +60,25 @@ def nvidia_wheel_includes() -> list[str]:
     return sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "include")))
 
 
+def lock_file_blocks() -> bool:
+    """Whether torch's JIT build waits for as long as a ``lock`` file exists (torch <= 2.13,
+    ``FileBaton``) rather than holding an OS lock that dies with its process (``FileLock``)."""
+    from torch.utils import cpp_extension
+
+    return not hasattr(cpp_extension, "FileLock")
+
+
 def jit_build_directory(name: str) -> str:
     """The folder for ``torch.utils.cpp_extension.load(name=name, build_directory=...)``.
 
     One folder per Python and torch version, under ``$TORCH_EXTENSIONS_DIR`` or torch's
     default root: torch's own default is shared by every torch build of one CUDA version, so
     a module compiled against one torch could be loaded by another. A build lock left there
-    by an interrupted build (torch waits for a lock, silently and without end) is removed with
-    a warning once it is older than ``STALE_LOCK_S``; a younger one is waited for, with a
-    warning that says which file to delete if no other build is running.
+    by an interrupted build is removed with a warning once it is older than ``STALE_LOCK_S``;
+    a younger one is waited for, with a warning that says which file to delete if no other
+    build is running. That is for torch <= 2.13, whose lock is a file whose mere existence
+    blocks (silently and without end); newer torch holds an OS lock on a file that stays,
+    and is left alone.
     """
     import torch
     from torch.utils import cpp_extension
@@ -78,6 +88,8 @@ def jit_build_directory(name: str) -> str:
     folder = os.path.join(root, "simda", f"{name}-{re.sub(r'[^0-9A-Za-z.]+', '_', version)}")
     os.makedirs(folder, exist_ok=True)
     lock = os.path.join(folder, "lock")
+    if not lock_file_blocks():
+        return folder
     try:
         age = time.time() - os.path.getmtime(lock)
     except OSError:  # no lock: nobody is building

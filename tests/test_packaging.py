@@ -97,8 +97,9 @@ def test_jit_build_folder_is_per_torch_version(tmp_path, monkeypatch):
 
 
 def test_jit_build_removes_a_stale_lock_and_waits_for_a_fresh_one(tmp_path, monkeypatch):
-    """torch waits forever for the lock file of a build that was killed; an old one is removed
-    (and said so), a recent one is left for its build to finish (and said so)."""
+    """torch <= 2.13 waits forever for the lock file of a build that was killed; an old one
+    is removed (and said so), a recent one is left for its build to finish (and said so)."""
+    monkeypatch.setattr(_toolchain, "lock_file_blocks", lambda: True)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     folder = _toolchain.jit_build_directory("simda_cuda_emulator")
     lock = os.path.join(folder, "lock")
@@ -111,3 +112,29 @@ def test_jit_build_removes_a_stale_lock_and_waits_for_a_fresh_one(tmp_path, monk
     with pytest.warns(UserWarning, match="removing .*lock.*did not finish"):
         assert _toolchain.jit_build_directory("simda_cuda_emulator") == folder
     assert not os.path.exists(lock)
+
+
+def test_jit_build_leaves_an_os_lock_file_alone(tmp_path, monkeypatch):
+    """Newer torch locks with flock on a file that stays after the build: nothing to do."""
+    monkeypatch.setattr(_toolchain, "lock_file_blocks", lambda: False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = _toolchain.jit_build_directory("simda_cuda_emulator")
+    lock = os.path.join(folder, "lock")
+    open(lock, "w").close()
+    old = time.time() - _toolchain.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _toolchain.jit_build_directory("simda_cuda_emulator")
+    assert os.path.exists(lock)
+
+
+def test_lock_kind_matches_what_torch_builds_with():
+    """lock_file_blocks() against the installed torch's JIT build itself."""
+    import inspect
+
+    from torch.utils import cpp_extension
+
+    source = inspect.getsource(cpp_extension._jit_compile)
+    assert ("FileBaton(" in source) == _toolchain.lock_file_blocks()
+    assert ("FileLock(" in source) != _toolchain.lock_file_blocks()
