@@ -198,7 +198,7 @@ def train_base(
     from tqdm.auto import tqdm
 
     from simda.pipelines.editing import step_generator
-    from simda.pipelines.t2v import diffusion_target
+    from simda.pipelines.t2v import diffusion_target, draw_noise
 
     pipe = build_pipeline(seed).to(device)
     unet2d = pipe.unet.unet
@@ -217,7 +217,7 @@ def train_base(
         drop = torch.rand(batch, generator=g) < caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         latents = pipe.encode_video(frames[:, None])  # (B, 48, 1, 8, 8)
-        noise = torch.randn(latents.shape, generator=g).to(latents.device)
+        noise = draw_noise(latents.shape, g).to(latents.device)
         t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (batch,), generator=g)
         t = t.to(latents.device)
         noisy = pipe.scheduler.add_noise(latents, noise, t)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simda.errors import SimDAError
-from simda.pipelines.t2v import SimDAPipeline, diffusion_target
+from simda.pipelines.t2v import SimDAPipeline, diffusion_target, draw_noise
 
 RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
 
@@ -43,7 +43,7 @@ def diffusion_loss(pipe: SimDAPipeline, latents, cond, generator, extra=None) ->
     """``||eps - eps_theta(x_t, c, t)||^2`` at a random timestep per clip (or the clean
     latents / velocity, for models trained with that ``prediction_type``)."""
     steps = pipe.scheduler.config.num_train_timesteps
-    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    noise = draw_noise(latents.shape, generator).to(latents)
     t = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(latents.device)
     noisy = pipe.scheduler.add_noise(latents, noise, t)
     x = noisy if extra is None else torch.cat([noisy, extra], 1)

@@ -33,7 +33,7 @@ from simda.pipelines.editing import (
     step_generator,
     trainable_parameters,
 )
-from simda.pipelines.t2v import SimDAPipeline, diffusion_target
+from simda.pipelines.t2v import SimDAPipeline, diffusion_target, draw_noise
 from simda.video import VIDEO_SUFFIXES, read_video
 
 
@@ -170,7 +170,7 @@ class LatentCache:
         out = []
         for i in indices:
             mean, std = self.posterior(i)
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+            noise = draw_noise(mean.shape, generator).to(mean)
             out.append((mean + std * noise).transpose(0, 1))  # (4, F, h, w)
         latents = torch.stack(out) * self.pipe.vae.config.scaling_factor
         return latents.to(self.pipe.device)
@@ -323,7 +323,7 @@ def train(
         indices = torch.randint(len(dataset), (config.batch_size,), generator=g).tolist()
         drop = (torch.rand(config.batch_size, generator=g) < config.caption_dropout).tolist()
         latents = cache.latents(indices, g)
-        noise = torch.randn(latents.shape, generator=g).to(latents)
+        noise = draw_noise(latents.shape, g).to(latents)
         t = torch.randint(0, steps, (config.batch_size,), generator=g).to(latents.device)
         mine = slice(rank * local, (rank + 1) * local)
         captions = ["" if d else dataset.caption(i) for i, d in zip(indices, drop, strict=True)]
@@ -339,7 +339,6 @@ def train(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        state.grad_scaler = scaler.state_dict()
         loss = loss.detach()
         if world > 1:  # log the global mean
             dist.all_reduce(loss)
@@ -349,6 +348,7 @@ def train(
         if step % config.log_every == 0:
             bar.set_postfix(loss=f"{np.mean(state.losses[-config.log_every :]):.4f}")
         if rank == 0 and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
+            state.grad_scaler = scaler.state_dict()  # read here only: it syncs with the GPU
             save_checkpoint(checkpoint, unet, optimizer, state, config)
     unet.eval()
     if config.gradient_checkpointing:
