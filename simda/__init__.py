@@ -2,15 +2,34 @@
 
 Turns a frozen Stable Diffusion 1.x image UNet into a text-to-video model with ~25 M trainable
 adapter parameters: spatial adapters, temporal adapters and latent-shift attention.
+
+The public names below are imported on first use (PEP 562), so that ``import simda`` and the
+``simda`` command's ``--help`` and argument errors do not wait for torch and diffusers.
 """
 
-from simda.adapters import SpatialAdapter, TemporalAdapter
-from simda.checkpoint import load_adapters, save_adapters
-from simda.optimize import optimize, restore
-from simda.presets import PRESETS, build_unet
-from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, VideoUNet, count_parameters, inflate
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "MODEL_LSA_LAYOUTS": "simda.unet",
+    "PRESETS": "simda.presets",
+    "SimDAUNet": "simda.unet",
+    "SpatialAdapter": "simda.adapters",
+    "TemporalAdapter": "simda.adapters",
+    "VideoUNet": "simda.unet",
+    "build_unet": "simda.presets",
+    "count_parameters": "simda.unet",
+    "inflate": "simda.unet",
+    "load_adapters": "simda.checkpoint",
+    "optimize": "simda.optimization",
+    "restore": "simda.optimization",
+    "save_adapters": "simda.checkpoint",
+}
+__all__ = [  # the keys of _EXPORTS (a test checks), spelled out for static analysers
     "MODEL_LSA_LAYOUTS",
     "PRESETS",
     "SimDAUNet",
@@ -25,4 +44,24 @@ __all__ = [
     "restore",
     "save_adapters",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simda' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from simda.adapters import SpatialAdapter, TemporalAdapter
+    from simda.checkpoint import load_adapters, save_adapters
+    from simda.optimization import optimize, restore
+    from simda.presets import PRESETS, build_unet
+    from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, VideoUNet, count_parameters, inflate

@@ -13,19 +13,26 @@ import os
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from simda.errors import SimDAError
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+if TYPE_CHECKING:
+    import torch
+
+# torch (and diffusers, through the pipelines) are imported inside the commands, so that
+# `simda --help` and argument errors answer at once
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names in torch
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def _device(name: str | None) -> torch.device:
+    import torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -40,6 +47,8 @@ def _device(name: str | None) -> torch.device:
 def _rank_device(device: torch.device) -> torch.device:
     """Under torchrun (WORLD_SIZE > 1) each rank takes the GPU of its LOCAL_RANK when the
     device names no index, and makes it current (NCCL works on the current device)."""
+    import torch
+
     if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     if device.index is None:
@@ -54,7 +63,9 @@ def _rank_device(device: torch.device) -> torch.device:
 
 
 def _dtype(args, device) -> torch.dtype:
-    dtype = DTYPES[args.dtype]
+    import torch
+
+    dtype = getattr(torch, DTYPES[args.dtype])
     if dtype == torch.float16 and device.type != "cuda":
         raise SimDAError("--dtype fp16 needs --device cuda (use fp32 or bf16 on CPU)")
     if getattr(args, "mixed_precision", None) and device.type != "cuda":
@@ -64,6 +75,8 @@ def _dtype(args, device) -> torch.dtype:
 
 def load_pipeline(args, device=None):
     """The model of ``--model`` (a folder), else the built-in default."""
+    import torch
+
     from simda.pipelines import SimDAPipeline
 
     device = device or _device(args.device)
@@ -80,7 +93,7 @@ def load_pipeline(args, device=None):
 
             load_adapters(pipe.unet, args.adapters)
     if not args.no_optimize:
-        from simda.optimize import optimize
+        from simda.optimization import optimize
 
         optimize(pipe)
     return pipe
@@ -120,6 +133,8 @@ def write_outputs(output: str, name: str, frames: np.ndarray, settings: dict, fp
 
 
 def _settings(args, **extra) -> dict:
+    import torch
+
     skip = {"func", "debug"}
     return {
         **{k: v for k, v in vars(args).items() if k not in skip},
@@ -132,6 +147,8 @@ def _settings(args, **extra) -> dict:
 
 
 def cmd_generate(args) -> int:
+    import torch
+
     pipe = load_pipeline(args)
     _resolve_sampling(args, pipe)
     generator = torch.Generator().manual_seed(args.seed)
@@ -224,6 +241,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_superres(args) -> int:
+    import torch
+
     from simda.pipelines import make_superres, upscale
     from simda.video import read_video
 
@@ -299,6 +318,8 @@ def _reject_unused_toyworld_options(args) -> None:
 
 
 def cmd_toyworld(args) -> int:
+    import torch
+
     from simda import toyworld
 
     _reject_unused_toyworld_options(args)

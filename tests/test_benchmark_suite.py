@@ -15,7 +15,7 @@ from benchmarks.baselines import (
     build_lvdm,
     build_tav,
 )
-from simda.optimize import backends
+from simda.optimization import backends
 from simda.presets import unet2d_config
 
 

@@ -222,6 +222,64 @@ def test_every_command_has_help():
         assert exit_.value.code == 0
 
 
+def test_help_and_argument_errors_import_neither_torch_nor_diffusers():
+    """`simda --help` and a bad option answer without loading torch or diffusers (seconds)."""
+    probe = (
+        "import sys\n"
+        "from simda.cli import main\n"
+        "for argv in (['--help'], ['generate', '--help'], ['generate', 'x', '--dtype', 'fp61']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        print('EXIT', argv[-1], exc.code)\n"
+        "print('LOADED', sorted(m for m in ('torch', 'diffusers', 'triton') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("EXIT", "LOADED"))]
+    assert lines == ["EXIT --help 0", "EXIT --help 0", "EXIT fp61 2", "LOADED []"], lines
+    assert "invalid choice: 'fp61'" in result.stderr
+
+
+def test_public_names_load_on_first_use():
+    """`import simda` is lazy; every public name resolves, and `simda.optimize` is the
+    function even when its module was imported first (a module named like the function would
+    replace it)."""
+    probe = (
+        "import sys\n"
+        "import simda\n"
+        "print('torch' in sys.modules)\n"
+        "import simda.optimization\n"
+        "print(callable(simda.optimize), simda.optimize.__module__)\n"
+        "print(sorted(simda._EXPORTS) == simda.__all__)\n"
+        "print(all(getattr(simda, n).__module__ == simda._EXPORTS[n] for n in simda.__all__\n"
+        "          if hasattr(getattr(simda, n), '__module__')))\n"
+        "print(set(simda.__all__) <= set(dir(simda)))\n"
+        "ns = {}\n"
+        "exec('from simda import *', ns)\n"
+        "print(sorted(k for k in ns if not k.startswith('__')) == simda.__all__)\n"
+        "try:\n"
+        "    simda.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "False",
+        "True simda.optimization",
+        "True",
+        "True",
+        "True",
+        "True",
+        "module 'simda' has no attribute 'no_such_name'",
+    ]
+
+
 def test_edit_defaults_are_the_released_settings_and_its_help_says_so(capsys):
     from simda.cli import build_parser
     from simda.pipelines import editing

@@ -8,7 +8,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 import simda
-from simda.optimize import backends
+from simda.optimization import backends
 from simda.presets import unet2d_config
 from simda_kernels import lsa
 

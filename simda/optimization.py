@@ -1,5 +1,7 @@
 """``simda.optimize`` / ``simda.restore``: switch a model's SimDA layers to the fused kernels.
 
+(The module is ``simda.optimization`` so that ``simda.optimize`` always names the function.)
+
 Patching only changes which kernel each layer calls (an attribute on the attention processor
 or the adapter module): parameters, state dict and module classes stay as they are, so
 ``restore`` gives back exactly the model that was optimized.
