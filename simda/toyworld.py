@@ -37,6 +37,8 @@ def parse_caption(text: str) -> tuple[str, str, str]:
 
 def shape_mask(shape: str, cy: float, cx: float, radius: float, size: int) -> np.ndarray:
     """Boolean (size, size) mask of a shape centred at (cy, cx)."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     dy, dx = y - cy, x - cx
     if shape == "circle":
@@ -63,6 +65,13 @@ def render(
 ) -> np.ndarray:
     """One clip. Start position and speed are drawn from ``rng`` when not given, so that the
     shape stays fully inside the frame for the whole clip."""
+    for name, value, choices in (
+        ("colour", colour, tuple(COLOURS)),
+        ("shape", shape, SHAPES),
+        ("direction", direction, tuple(DIRECTIONS)),
+    ):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     rng = rng or np.random.default_rng(0)
     radius = radius or size * 0.16
     speed = speed if speed is not None else rng.uniform(0.045, 0.07) * size

@@ -45,6 +45,17 @@ def test_detector_scores_ground_truth_perfectly(colour, shape, direction):
         assert result["colour_ok"] and result["direction_ok"] and result["present"], result
 
 
+@pytest.mark.parametrize("slot", [0, 1, 2])
+def test_render_names_an_unknown_word(slot):
+    words = ["red", "circle", "left"]
+    words[slot] = "purple-hexagon-sideways"
+    name = ("colour", "shape", "direction")[slot]
+    with pytest.raises(ValueError, match=f"^{name} must be one of .* got 'purple-hexagon"):
+        toyworld.render(*words)
+    with pytest.raises(ValueError, match="shape must be one of"):
+        toyworld.shape_mask("hexagon", 16, 16, 4, 32)
+
+
 def test_detector_catches_wrong_clips():
     clip = toyworld.render("red", "circle", "left", rng=np.random.default_rng(0))
     assert not toyworld.score(clip, "a blue circle moving left")["colour_ok"]
