@@ -210,7 +210,9 @@ def charts(rows, folder) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="simda bench", description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="+", help="pytest-benchmark JSON files (--benchmark-json)")
-    parser.add_argument("--output", default="out/bench", help="folder for report.md and charts")
+    parser.add_argument(
+        "--output", default="out/bench", help="folder for report.md and charts (default out/bench)"
+    )
     args = parser.parse_args(argv)
     missing = [p for p in args.json if not os.path.isfile(p)]
     if missing:

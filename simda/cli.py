@@ -197,9 +197,10 @@ def cmd_edit(args) -> int:
     )
     name = args.name or slug(args.edit)
     summary = _tuning_summary(result.tuning)
-    write_outputs(args.output, name, result.edit, _settings(args, **summary))
+    paths = write_outputs(args.output, name, result.edit, _settings(args, **summary))
     grid = side_by_side(result.source, result.reconstruction, result.edit)
-    for path in write_outputs(args.output, f"{name}-side-by-side", grid, _settings(args)):
+    paths += write_outputs(args.output, f"{name}-side-by-side", grid, _settings(args))
+    for path in paths:
         print(path)
     print(_loss_plot(result.tuning.losses, os.path.join(args.output, f"{name}-loss.png")))
     return 0
@@ -246,6 +247,7 @@ def cmd_superres(args) -> int:
     from simda.pipelines import make_superres, upscale
     from simda.video import read_video
 
+    low = read_video(args.video, args.frames)  # a bad clip fails before the model loads
     pipe = load_pipeline(args)
     if not pipe.config.get("superres"):
         print(
@@ -255,7 +257,6 @@ def cmd_superres(args) -> int:
             file=sys.stderr,
         )
         make_superres(pipe)
-    low = read_video(args.video, args.frames)
     _resolve_sampling(args, pipe)
     frames = upscale(
         pipe,
@@ -281,10 +282,9 @@ def cmd_bench(args) -> int:
 
 def _split_bench(argv: list[str]):
     """``simda bench ARGS``: every argument but ``--debug`` goes to the report's own parser
-    (argparse would take its options for ``simda``'s)."""
+    (argparse would take its options for ``simda``'s), ``--help`` included: it shows the
+    report's real usage."""
     rest = argv[1:]
-    if "-h" in rest or "--help" in rest:
-        return None
     return argparse.Namespace(
         command="bench",
         func=cmd_bench,
@@ -453,6 +453,16 @@ def _loss_plot(losses, path: str) -> str:
 # ----------------------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _common(p, model=True):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
@@ -501,7 +511,9 @@ def _sampling(p, steps=None, guidance=None, why="", superres=False):
         p.add_argument("--frames", type=int, help="frames of the clip to read (default: all)")
     else:
         p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
-        p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
+        p.add_argument(
+            "--size", type=_positive_int, help="height = width in pixels (default: the model's)"
+        )
     p.add_argument(
         "--steps", type=int, default=steps, help=f"DDIM steps (default: {default(steps, 50)})"
     )
@@ -536,11 +548,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guidance of the edit (default: 3 for a toy-world model, else 12.5)",
     )
-    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.add_argument(
+        "--mixed-precision",
+        choices=("fp16", "bf16"),
+        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("generate", help="text to video")
-    p.add_argument("prompt")
+    p.add_argument("prompt", help="what the clip shows")
     _common(p)
     _sampling(p)
     p.add_argument("--negative", default="", help="negative prompt")
@@ -555,28 +571,48 @@ def build_parser() -> argparse.ArgumentParser:
     # imported here: the parser is built without loading the pipelines)
     _sampling(p, steps=50, guidance=12.5, why=", the released editing setting")
     p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
-    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (5e-5)")
-    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
+    p.add_argument(
+        "--mixed-precision",
+        choices=("fp16", "bf16"),
+        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
+    )
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("train", help="train the adapters on captioned clips")
     p.add_argument("--data", required=True, help="folder of videos + .txt captions, or a CSV")
     _common(p)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, help="height = width in pixels (default: the model's)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=1, help="global batch size")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    p.add_argument(
+        "--size", type=_positive_int, help="height = width in pixels (default: the model's)"
+    )
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="global batch size, over all processes (default 1)",
+    )
+    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        help="write OUTPUT/checkpoint every this many steps (default 100)",
+    )
     p.add_argument(
         "--caption-dropout",
         type=float,
         default=0.1,
-        help="fraction of empty captions, for classifier-free guidance",
+        help="fraction of empty captions, for classifier-free guidance (default 0.1)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     p.add_argument("--no-checkpointing", action="store_true", help="no gradient checkpointing")
-    p.add_argument("--mixed-precision", choices=("fp16", "bf16"))
+    p.add_argument(
+        "--mixed-precision",
+        choices=("fp16", "bf16"),
+        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
+    )
     p.add_argument(
         "--superres",
         type=int,
@@ -594,9 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("superres", help="video super-resolution")
-    p.add_argument("video")
+    p.add_argument("video", help="the low-resolution clip (mp4, gif, ...)")
     p.add_argument("--prompt", default="", help="what the clip shows")
-    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
     _common(p)
     _sampling(p, superres=True)
     p.set_defaults(func=cmd_superres)
@@ -658,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "bench_args", nargs=argparse.REMAINDER, help="arguments of `python -m benchmarks.report`"
     )
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_bench)
     return parser
 

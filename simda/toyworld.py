@@ -187,6 +187,20 @@ def frame_batch(seed: int, batch: int):
     return np.stack(frames), captions
 
 
+def one_cycle(optimizer, lr: float, steps: int):
+    """Warm up over the first 5 % of the steps, then cosine down (``OneCycleLR``). Short runs
+    warm up over 2 steps: ``OneCycleLR`` divides by zero when the warm-up is exactly 1 step
+    (20 steps at 5 %); fewer than 4 steps keep the peak rate."""
+    import torch
+
+    if steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    pct_start = 0.05 if steps >= 40 else 2 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, lr, total_steps=steps, pct_start=pct_start
+    )
+
+
 def train_base(
     output: str,
     *,
@@ -215,7 +229,7 @@ def train_base(
     for p in base:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(base, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.05)
+    schedule = one_cycle(optimizer, lr, steps)
     pipe.unet.train()
     pipe.unet.set_lsa_layout("self")  # one frame at a time: plain self-attention
     losses = []

@@ -29,7 +29,7 @@ def read_video(
     try:
         frames = np.asarray(iio.imread(path, index=None))
     except Exception as exc:  # imageio raises many types for unreadable files
-        raise SimDAError(f"cannot read video {path!r}: {exc}") from exc
+        raise SimDAError(f"cannot read video {path!r}: {_reason(exc)}") from exc
     if frames.ndim == 3:  # a single image or grey frames
         frames = frames[None] if frames.shape[-1] in (3, 4) else frames[..., None]
     if frames.ndim != 4 or len(frames) == 0:
@@ -46,6 +46,17 @@ def read_video(
     if size is not None:
         frames = resize_frames(frames, size)
     return np.ascontiguousarray(frames.astype(np.uint8))
+
+
+def _reason(exc: Exception) -> str:
+    """One line for a reader's exception: ffmpeg's messages carry its whole banner and log,
+    so keep the first line and ffmpeg's last (its verdict)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0]} ({lines[-1]})"
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -65,7 +65,7 @@ def test_generate_writes_mp4_gif_json(tmp_path, capsys):
     assert mp4 in capsys.readouterr().out
 
 
-def test_edit(tmp_path, clip_file):
+def test_edit(tmp_path, clip_file, capsys):
     out = str(tmp_path / "out")
     assert (
         main(
@@ -93,6 +93,19 @@ def test_edit(tmp_path, clip_file):
     grid = read_video(os.path.join(out, "a-blue-square-moving-right-side-by-side.gif"))
     assert grid.shape[2] == 3 * SIZE + 2 * 2  # input | reconstruction | edit
     assert os.path.isfile(os.path.join(out, "a-blue-square-moving-right-loss.png"))
+    printed = capsys.readouterr().out.split()
+    written = sorted(n for n in os.listdir(out) if not n.startswith("."))
+    assert sorted(os.path.basename(p) for p in printed) == written  # every file it wrote
+
+
+def test_train_refuses_a_size_the_vae_cannot_take_before_reading_clips(tmp_path, capsys):
+    data = tmp_path / "data"
+    toyworld.write_dataset(str(data), clips=1)
+    argv = ["train", "--data", str(data), "--size", "30", "--steps", "1", "--quiet"]
+    assert main([*argv, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "positive multiples of" in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "run")
 
 
 def test_train_then_generate_with_the_adapters(tmp_path, clip_file):
@@ -185,11 +198,28 @@ def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_unreadable_video(tmp_path, capsys):
-    bad = tmp_path / "bad.mp4"
+@pytest.mark.parametrize("size", ["0", "-8", "big"])
+def test_size_must_be_a_positive_integer(size, capsys):
+    for argv in (
+        ["generate", "x"],
+        ["train", "--data", "d"],
+        ["edit", "v", "--prompt", "a", "--edit", "b"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--size", size])
+        assert exit_.value.code == 2
+        assert "--size: must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_unreadable_video(tmp_path, capsys, suffix):
+    bad = tmp_path / f"bad{suffix}"
     bad.write_bytes(b"this is not a video")
-    assert main(["edit", str(bad), "--prompt", "a", "--edit", "b", "--output", str(tmp_path)]) == 2
-    assert "cannot read video" in capsys.readouterr().err
+    for argv in (["edit", str(bad), "--prompt", "a", "--edit", "b"], ["superres", str(bad)]):
+        assert main([*argv, "--output", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "cannot read video" in err
+        assert len(err.strip().splitlines()) == 1, err  # not ffmpeg's banner and log
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
@@ -220,6 +250,19 @@ def test_every_command_has_help():
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
+
+
+def test_every_option_says_what_it_does():
+    from simda.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    missing = [
+        f"{name} {action.dest}"
+        for name, sub in commands.items()
+        for action in sub._actions
+        if not action.help and action.dest != "help"
+    ]
+    assert not missing
 
 
 def test_help_and_argument_errors_import_neither_torch_nor_diffusers():

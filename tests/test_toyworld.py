@@ -84,6 +84,33 @@ def test_text_encoding_keeps_every_word_apart():
     assert not any(p.requires_grad for p in pipe.text_encoder.parameters())
 
 
+def test_stage1_schedule_runs_for_any_number_of_steps():
+    """OneCycleLR divides by zero at 20 steps with a 5 % warm-up; one_cycle never fails, peaks
+    at the requested rate and is OneCycleLR's 5 % schedule from 40 steps on (the shipped
+    model's 3000)."""
+
+    def rates(schedule_of, steps):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))], lr=1e-3)
+        schedule, out = schedule_of(opt, steps), []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        return out
+
+    for steps in range(1, 61):
+        lrs = rates(lambda opt, n: toyworld.one_cycle(opt, 1e-3, n), steps)
+        assert len(lrs) == steps and max(lrs) == pytest.approx(1e-3, rel=0.01), steps
+        if steps >= 40:
+            expected = rates(
+                lambda opt, n: torch.optim.lr_scheduler.OneCycleLR(
+                    opt, 1e-3, total_steps=n, pct_start=0.05
+                ),
+                steps,
+            )
+            assert lrs == expected
+
+
 def test_stage1_training_saves_a_loadable_model(tmp_path):
     losses = toyworld.train_base(str(tmp_path / "base"), steps=3, batch=8, progress=False)
     assert len(losses) == 3 and np.isfinite(losses).all()

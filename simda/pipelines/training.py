@@ -273,6 +273,7 @@ def train(
     Writes ``output_dir/checkpoint/`` every ``config.checkpoint_every`` steps and
     ``output_dir/adapters.safetensors`` at the end.
     """
+    pipe.check_size(dataset.num_frames, *dataset.size)  # before any clip is read or encoded
     rank, world = init_distributed(pipe.device)
     if config.batch_size % world:
         raise SimDAError(
