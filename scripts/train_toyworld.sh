@@ -2,12 +2,22 @@
 # Reproduces the shipped toy-world model end to end on CPU (see docs/toyworld.md):
 # data, stage 1 (image model), stage 2 (SimDA adapters, `simda train`), evaluation, shipping.
 #   bash scripts/train_toyworld.sh [RUN_DIR]          (default runs/toyworld)
+# It runs $SIMDA, else .venv/bin/simda, else the simda on PATH.
 # About 75 minutes on 2 CPU cores. Every stage is skipped when its output already exists, and
 # stage 2 resumes from its last checkpoint, so an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/toyworld}
-SIMDA=${SIMDA:-.venv/bin/simda}
+# the simda command: $SIMDA if set, else the checkout's .venv (make demo / make test), else PATH
+if [ -z "${SIMDA:-}" ]; then
+  if [ -x .venv/bin/simda ]; then SIMDA=.venv/bin/simda
+  elif command -v simda >/dev/null; then SIMDA=simda
+  else
+    echo "train_toyworld.sh: no simda command: run 'make demo' (sets up .venv), install the" \
+      "package (pip install .), or set SIMDA=/path/to/simda" >&2
+    exit 2
+  fi
+fi
 mkdir -p "$RUN"
 
 [ -d "$RUN/data" ] || $SIMDA toyworld data --clips 2048 --seed 1 --output "$RUN/data"

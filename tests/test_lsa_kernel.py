@@ -418,6 +418,26 @@ def test_kernels_compile_for_sm90_without_spills():
         assert pipelined.strip() == "yes", (kernel, dtype, head_dim)
         if dtype.strip() != "fp32":
             assert int(spills) == 0, (kernel, dtype, head_dim)
+    # docs/kernels.md's table is this script's full output: where it has a row of the same
+    # variant, made by the same triton, the two agree (the docs are regenerated with the code)
+    with open(os.path.join(root, "docs", "kernels.md")) as f:
+        doc = f.read()
+    header = result.stdout.splitlines()[0]  # "sm_90, triton X.Y.Z"
+    if header in doc:
+        documented = {
+            tuple(c.strip() for c in line.split("|")[1:8]): line
+            for line in doc.split(header, 1)[1].split("\n\n", 1)[0].splitlines()
+            if line.startswith("| ") and not line.startswith("| kernel")
+        }
+        shared = [
+            line
+            for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| kernel")
+            and tuple(c.strip() for c in line.split("|")[1:8]) in documented
+        ]  # fmt: skip
+        assert len(shared) == 3  # the fp16 D = 40 paper raster passes
+        stale = [x for x in shared if documented[tuple(c.strip() for c in x.split("|")[1:8])] != x]
+        assert not stale, f"docs/kernels.md is stale (rerun scripts/triton_aot_report.py): {stale}"
 
 
 def test_auto_follows_the_measured_rule(tmp_path, monkeypatch):
