@@ -125,7 +125,9 @@ def write_outputs(output: str, name: str, frames: np.ndarray, settings: dict, fp
     png = os.path.join(output, f"{name}.png")
     from PIL import Image
 
-    Image.fromarray(np.concatenate(list(frames), axis=1)).save(png)  # all frames in a row
+    gap = np.full((frames.shape[1], 2, 3), 128, np.uint8)  # grey line between frames
+    strip = [part for frame in frames for part in (frame, gap)][:-1]
+    Image.fromarray(np.concatenate(strip, axis=1)).save(png)  # all frames in a row
     meta = os.path.join(output, f"{name}.json")
     with open(meta, "w") as f:
         json.dump(settings, f, indent=1, default=str)
@@ -546,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance",
         type=float,
         default=None,
-        help="guidance of the edit (default: 3 for a toy-world model, else 12.5)",
+        help="guidance of the edit (default: 4.5 for a toy-world model, else 12.5)",
     )
     p.add_argument(
         "--mixed-precision",

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +64,11 @@ def test_generate_writes_mp4_gif_json(tmp_path, capsys):
     settings = json.load(open(meta))
     assert settings["prompt"] == "a red circle moving right" and settings["seed"] == 3
     assert mp4 in capsys.readouterr().out
+    from PIL import Image
+
+    strip = np.asarray(Image.open(mp4[: -len("mp4")] + "png"))  # the frames in a row
+    assert strip.shape == (SIZE, 3 * SIZE + 2 * 2, 3)
+    assert (strip[:, SIZE : SIZE + 2] == 128).all()  # a grey line between frames
 
 
 def test_edit(tmp_path, clip_file, capsys):
@@ -175,7 +181,33 @@ def test_demo(tmp_path):
     assert main(["demo", "--tune-steps", "2", "--steps", "2", "--output", out, "--quiet"]) == 0
     for name in ("demo.mp4", "demo.gif", "demo-loss.png", "demo-summary.md"):
         assert os.path.isfile(os.path.join(out, name)), name
-    assert "tuned parameters" in open(os.path.join(out, "demo-summary.md")).read()
+    summary = open(os.path.join(out, "demo-summary.md")).read()
+    assert "tuned parameters" in summary and "edit: frames showing a blue shape" in summary
+
+
+def test_demo_help_states_the_edit_guidance(capsys):
+    from simda import demo
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert f"default: {demo.EDIT_GUIDANCE:g} for a toy-world model" in text
+
+
+def test_edit_fidelity_counts_frames_and_measures_the_offset():
+    from simda.demo import edit_fidelity
+
+    source = toyworld.render("red", "square", "right", rng=np.random.default_rng(0))
+    blue = source.copy()
+    blue[(source == (255, 0, 0)).all(-1)] = (0, 0, 255)
+    assert edit_fidelity(source, blue, "red", "blue") == (8, 0.0)
+    shifted = np.roll(blue, 2, axis=2)  # 2 px to the right
+    shown, offset = edit_fidelity(source, shifted, "red", "blue")
+    assert shown == 8 and offset == pytest.approx(2.0)
+    half = blue.copy()
+    half[4:] = 0  # the edit loses the shape after frame 3
+    assert edit_fidelity(source, half, "red", "blue") == (4, 0.0)
+    assert edit_fidelity(source, np.zeros_like(source), "red", "blue") == (0, None)
 
 
 @pytest.mark.parametrize(
