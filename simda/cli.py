@@ -649,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, model=False)
     p.add_argument("--model", help="ship: the trained pipeline folder")
     p.add_argument("--clips", type=int, default=2048, help="data: number of clips")
-    p.add_argument("--steps", type=int, default=3000, help="base: training steps")
+    p.add_argument("--steps", type=_positive_int, default=3000, help="base: training steps")
     p.add_argument("--batch-size", type=int, default=64, help="base: frames per step")
     p.add_argument("--lr", type=float, default=1e-3, help="base: peak learning rate")
     p.set_defaults(func=cmd_toyworld)

@@ -109,20 +109,23 @@ def run_demo(args) -> int:
 def edit_fidelity(source, edit, source_colour: str, edit_colour: str):
     """How well a toy-world colour edit worked: the number of frames in which the edited colour
     covers at least ``PRESENT_PIXELS`` pixels, and the mean distance in pixels between its
-    centre and the source shape's centre over those frames (None when there are none)."""
+    centre and the source shape's centre over those of them that also show the source shape
+    (None when there are none)."""
 
     def centre(mask):
         ys, xs = np.nonzero(mask)
-        return np.array([ys.mean(), xs.mean()]) if len(ys) else None
+        return np.array([ys.mean(), xs.mean()])
 
     sources = toyworld.colour_masks(source)[source_colour]
     edits = toyworld.colour_masks(edit)[edit_colour]
-    distances = []
+    shown, distances = 0, []
     for src, new in zip(sources, edits, strict=True):
-        a, b = centre(src), centre(new)
-        if new.sum() >= PRESENT_PIXELS and a is not None:
-            distances.append(float(np.hypot(*(a - b))))
-    return len(distances), (float(np.mean(distances)) if distances else None)
+        if new.sum() < PRESENT_PIXELS:
+            continue
+        shown += 1
+        if src.any():  # the source shape is in this frame too
+            distances.append(float(np.hypot(*(centre(src) - centre(new)))))
+    return shown, (float(np.mean(distances)) if distances else None)
 
 
 T2V_CAPTIONS = (

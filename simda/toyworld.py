@@ -193,6 +193,8 @@ def one_cycle(optimizer, lr: float, steps: int):
     (20 steps at 5 %); fewer than 4 steps keep the peak rate."""
     import torch
 
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     if steps < 4:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     pct_start = 0.05 if steps >= 40 else 2 / steps

@@ -49,14 +49,14 @@ def read_video(
 
 
 def _reason(exc: Exception) -> str:
-    """One line for a reader's exception: ffmpeg's messages carry its whole banner and log,
-    so keep the first line and ffmpeg's last (its verdict)."""
+    """One line for a reader's exception: its first line, and for ffmpeg (whose messages carry
+    its whole banner and log) ffmpeg's last line too, its verdict."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
-    if len(lines) == 1:
-        return lines[0]
-    return f"{lines[0]} ({lines[-1]})"
+    if "=== stderr ===" in lines and lines[-1] != "=== stderr ===":
+        return f"{lines[0]} ({lines[-1]})"
+    return lines[0]
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

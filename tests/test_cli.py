@@ -114,6 +114,16 @@ def test_train_refuses_a_size_the_vae_cannot_take_before_reading_clips(tmp_path,
     assert not os.path.exists(tmp_path / "run")
 
 
+def test_train_superres_refuses_a_size_its_scale_does_not_divide(tmp_path, capsys):
+    data = tmp_path / "data"
+    toyworld.write_dataset(str(data), clips=1)
+    argv = ["train", "--data", str(data), "--superres", "3", "--steps", "1", "--quiet"]
+    assert main([*argv, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be downsampled by --superres 3" in err[0], err
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_train_then_generate_with_the_adapters(tmp_path, clip_file):
     data = tmp_path / "data"
     data.mkdir()
@@ -208,6 +218,21 @@ def test_edit_fidelity_counts_frames_and_measures_the_offset():
     half[4:] = 0  # the edit loses the shape after frame 3
     assert edit_fidelity(source, half, "red", "blue") == (4, 0.0)
     assert edit_fidelity(source, np.zeros_like(source), "red", "blue") == (0, None)
+    gone = source.copy()
+    gone[4:] = 0  # the source loses its shape after frame 3: the edit still counts there
+    assert edit_fidelity(gone, blue, "red", "blue") == (8, 0.0)
+    assert edit_fidelity(np.zeros_like(source), blue, "red", "blue") == (8, None)
+
+
+def test_reader_errors_are_one_line():
+    from simda.video import _reason
+
+    ffmpeg = RuntimeError(
+        "Could not load\n=== stderr ===\n\nffmpeg version 9\n  lots\nInvalid data"
+    )
+    assert _reason(ffmpeg) == "Could not load (Invalid data)"
+    assert _reason(ValueError("no backend\n  pip install imageio[pyav]")) == "no backend"
+    assert _reason(OSError()) == "OSError"
 
 
 @pytest.mark.parametrize(

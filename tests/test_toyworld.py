@@ -98,6 +98,8 @@ def test_stage1_schedule_runs_for_any_number_of_steps():
             schedule.step()
         return out
 
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        toyworld.one_cycle(torch.optim.AdamW([torch.nn.Parameter(torch.ones(1))]), 1e-3, 0)
     for steps in range(1, 61):
         lrs = rates(lambda opt, n: toyworld.one_cycle(opt, 1e-3, n), steps)
         assert len(lrs) == steps and max(lrs) == pytest.approx(1e-3, rel=0.01), steps
