@@ -46,7 +46,26 @@ __all__ = [  # the keys of _EXPORTS (a test checks), spelled out for static anal
 ]
 
 
+#: submodules reachable as attributes after a plain ``import simda`` (``simda.toyworld``)
+_SUBMODULES = (
+    "adapters",
+    "attention",
+    "checkpoint",
+    "cli",
+    "demo",
+    "errors",
+    "optimization",
+    "pipelines",
+    "presets",
+    "toyworld",
+    "unet",
+    "video",
+)
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"simda.{name}")  # the import binds it here too
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'simda' has no attribute {name!r}")

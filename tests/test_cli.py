@@ -357,6 +357,10 @@ def test_public_names_load_on_first_use():
         "print(all(getattr(simda, n).__module__ == simda._EXPORTS[n] for n in simda.__all__\n"
         "          if hasattr(getattr(simda, n), '__module__')))\n"
         "print(set(simda.__all__) <= set(dir(simda)))\n"
+        "import os\n"
+        "here = sorted(f[:-3] for f in os.listdir(os.path.dirname(simda.__file__))\n"
+        "              if f.endswith('.py') and f != '__init__.py') + ['pipelines']\n"
+        "print(sorted(here) == sorted(simda._SUBMODULES), simda.toyworld.CAPTIONS[0])\n"
         "ns = {}\n"
         "exec('from simda import *', ns)\n"
         "print(sorted(k for k in ns if not k.startswith('__')) == simda.__all__)\n"
@@ -375,6 +379,7 @@ def test_public_names_load_on_first_use():
         "True",
         "True",
         "True",
+        "True a red circle moving left",
         "True",
         "module 'simda' has no attribute 'no_such_name'",
     ]
