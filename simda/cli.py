@@ -465,6 +465,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _size(p):
+    p.add_argument(
+        "--size", type=_positive_int, help="height = width in pixels (default: the model's)"
+    )
+
+
+def _mixed_precision(p):
+    p.add_argument(
+        "--mixed-precision",
+        choices=("fp16", "bf16"),
+        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
+    )
+
+
 def _common(p, model=True):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
@@ -513,9 +527,7 @@ def _sampling(p, steps=None, guidance=None, why="", superres=False):
         p.add_argument("--frames", type=int, help="frames of the clip to read (default: all)")
     else:
         p.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
-        p.add_argument(
-            "--size", type=_positive_int, help="height = width in pixels (default: the model's)"
-        )
+        _size(p)
     p.add_argument(
         "--steps", type=int, default=steps, help=f"DDIM steps (default: {default(steps, 50)})"
     )
@@ -550,11 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guidance of the edit (default: 4.5 for a toy-world model, else 12.5)",
     )
-    p.add_argument(
-        "--mixed-precision",
-        choices=("fp16", "bf16"),
-        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
-    )
+    _mixed_precision(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("generate", help="text to video")
@@ -574,20 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling(p, steps=50, guidance=12.5, why=", the released editing setting")
     p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
     p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
-    p.add_argument(
-        "--mixed-precision",
-        choices=("fp16", "bf16"),
-        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
-    )
+    _mixed_precision(p)
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("train", help="train the adapters on captioned clips")
     p.add_argument("--data", required=True, help="folder of videos + .txt captions, or a CSV")
     _common(p)
     p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
-    p.add_argument(
-        "--size", type=_positive_int, help="height = width in pixels (default: the model's)"
-    )
+    _size(p)
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument(
         "--batch-size",
@@ -610,11 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     p.add_argument("--no-checkpointing", action="store_true", help="no gradient checkpointing")
-    p.add_argument(
-        "--mixed-precision",
-        choices=("fp16", "bf16"),
-        help="autocast the UNet on CUDA (fp32 weights; fp16 with loss scaling; default: off)",
-    )
+    _mixed_precision(p)
     p.add_argument(
         "--superres",
         type=int,

@@ -111,11 +111,6 @@ def edit_fidelity(source, edit, source_colour: str, edit_colour: str):
     covers at least ``PRESENT_PIXELS`` pixels, and the mean distance in pixels between its
     centre and the source shape's centre over those of them that also show the source shape
     (None when there are none)."""
-
-    def centre(mask):
-        ys, xs = np.nonzero(mask)
-        return np.array([ys.mean(), xs.mean()])
-
     sources = toyworld.colour_masks(source)[source_colour]
     edits = toyworld.colour_masks(edit)[edit_colour]
     shown, distances = 0, []
@@ -124,7 +119,7 @@ def edit_fidelity(source, edit, source_colour: str, edit_colour: str):
             continue
         shown += 1
         if src.any():  # the source shape is in this frame too
-            distances.append(float(np.hypot(*(centre(src) - centre(new)))))
+            distances.append(float(np.hypot(*(toyworld.centre(src) - toyworld.centre(new)))))
     return shown, (float(np.mean(distances)) if distances else None)
 
 

@@ -312,6 +312,13 @@ def _components(mask: np.ndarray) -> list[int]:
     return sizes
 
 
+def centre(mask: np.ndarray) -> np.ndarray:
+    """(y, x) centre of the pixels of a non-empty boolean (H, W) mask."""
+    ys, xs = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    count = mask.sum()
+    return np.array([(ys * mask).sum() / count, (xs * mask).sum() / count])
+
+
 def colour_masks(clip: np.ndarray) -> dict[str, np.ndarray]:
     """Per colour, the (F, H, W) pixels close to it."""
     pixels = clip.astype(np.int16)
@@ -339,9 +346,7 @@ def score(clip: np.ndarray, text: str) -> dict:
     moved = None
     frames = np.nonzero(counts >= MIN_PIXELS)[0]
     if len(frames) >= 2:
-        ys, xs = np.mgrid[0 : clip.shape[1], 0 : clip.shape[2]]
-        cy = np.array([(ys * mask[f]).sum() / counts[f] for f in frames])
-        cx = np.array([(xs * mask[f]).sum() / counts[f] for f in frames])
+        cy, cx = np.array([centre(mask[f]) for f in frames]).T
         vy, vx = np.polyfit(frames, cy, 1)[0], np.polyfit(frames, cx, 1)[0]
         if max(abs(vy), abs(vx)) > 0.1:  # pixels per frame
             moved = (

@@ -322,6 +322,15 @@ def test_every_option_says_what_it_does():
     assert not missing
 
 
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (what a new process imports), which must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_help_and_argument_errors_import_neither_torch_nor_diffusers():
     """`simda --help` and a bad option answer without loading torch or diffusers (seconds)."""
     probe = (
@@ -334,10 +343,7 @@ def test_help_and_argument_errors_import_neither_torch_nor_diffusers():
         "        print('EXIT', argv[-1], exc.code)\n"
         "print('LOADED', sorted(m for m in ('torch', 'diffusers', 'triton') if m in sys.modules))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(probe)
     lines = [line for line in result.stdout.splitlines() if line.startswith(("EXIT", "LOADED"))]
     assert lines == ["EXIT --help 0", "EXIT --help 0", "EXIT fp61 2", "LOADED []"], lines
     assert "invalid choice: 'fp61'" in result.stderr
@@ -369,10 +375,7 @@ def test_public_names_load_on_first_use():
         "except AttributeError as exc:\n"
         "    print(exc)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(probe)
     assert result.stdout.splitlines() == [
         "False",
         "True simda.optimization",

@@ -59,11 +59,20 @@ def low_res_condition(
     return pipe.encode_video(resize_frames(low_frames, (height, width)), generator=generator)
 
 
+def check_scale(height: int, width: int, scale: int) -> None:
+    """Training clips of ``height x width`` can be downsampled by ``scale`` (the ``--superres``
+    scale) to make the variant's input."""
+    if height % scale or width % scale:
+        raise SimDAError(
+            f"clips of {height}x{width} pixels cannot be downsampled by --superres {scale}: "
+            "pick a size that is a multiple of it"
+        )
+
+
 def degrade(frames: np.ndarray, scale: int) -> np.ndarray:
     """The training input of the variant: the clip downsampled by ``scale``."""
     h, w = frames.shape[1:3]
-    if h % scale or w % scale:
-        raise SimDAError(f"frames of {h}x{w} pixels cannot be downsampled by {scale}")
+    check_scale(h, w, scale)
     return resize_frames(frames, (h // scale, w // scale))
 
 

@@ -275,12 +275,10 @@ def train(
     """
     # sizes first, before any clip is read or encoded (num_frames None: every frame of a clip)
     pipe.check_size(dataset.num_frames or 1, *dataset.size)
-    scale = config.superres_scale
-    if scale and any(side % scale for side in dataset.size):
-        raise SimDAError(
-            f"clips of {dataset.size[0]}x{dataset.size[1]} pixels cannot be downsampled by "
-            f"--superres {scale}: pick a size that is a multiple of it"
-        )
+    if config.superres_scale:
+        from simda.pipelines.superres import check_scale
+
+        check_scale(*dataset.size, config.superres_scale)
     rank, world = init_distributed(pipe.device)
     if config.batch_size % world:
         raise SimDAError(
