@@ -300,6 +300,13 @@ class SimDAPipeline:
         return self.text_encoder(ids)[0].to(self.dtype)
 
     @torch.no_grad()
+    def vae_posteriors(self, pixels: torch.Tensor, chunk: int = 8):
+        """The VAE's latent distributions of uint8 frames (N, 3, H, W), ``chunk`` frames per
+        VAE call (bounded memory), one per call."""
+        for i in range(0, len(pixels), chunk):
+            yield self.vae.encode(pixels[i : i + chunk].float() / 127.5 - 1).latent_dist
+
+    @torch.no_grad()
     def encode_video(self, frames: np.ndarray, generator=None, chunk: int = 8) -> torch.Tensor:
         """uint8 (F, H, W, 3) or (B, F, H, W, 3) -> scaled latents (B, 4, F, h, w)."""
         if (
@@ -320,11 +327,8 @@ class SimDAPipeline:
         b, f, h, w, _ = frames.shape
         self.check_size(f, h, w)
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        pixels = pixels.reshape(b * f, h, w, 3).permute(0, 3, 1, 2).float() / 127.5 - 1
-        parts = [
-            self.vae.encode(pixels[i : i + chunk]).latent_dist.sample(generator)
-            for i in range(0, b * f, chunk)
-        ]
+        pixels = pixels.reshape(b * f, h, w, 3).permute(0, 3, 1, 2)
+        parts = [d.sample(generator) for d in self.vae_posteriors(pixels, chunk)]
         latents = torch.cat(parts) * self.vae.config.scaling_factor
         return latents.view(b, f, *latents.shape[1:]).transpose(1, 2).to(self.dtype)
 

@@ -158,10 +158,9 @@ class LatentCache:
             frames = self.dataset.frames(index)
             pixels = torch.from_numpy(frames).to(self.pipe.device).permute(0, 3, 1, 2)
             means, stds = [], []
-            for i in range(0, len(pixels), self.CHUNK):  # bounded VAE memory, as encode_video
-                dist_ = self.pipe.vae.encode(pixels[i : i + self.CHUNK].float() / 127.5 - 1)
-                means.append(dist_.latent_dist.mean.cpu())
-                stds.append(dist_.latent_dist.std.cpu())
+            for dist_ in self.pipe.vae_posteriors(pixels, self.CHUNK):
+                means.append(dist_.mean.cpu())
+                stds.append(dist_.std.cpu())
             # kept in host memory: one clip's posterior is MBs, a data set's would fill a GPU
             self._posterior[index] = (torch.cat(means), torch.cat(stds))
         return self._posterior[index]
