@@ -51,6 +51,9 @@ if want build; then
     -e . > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; echo "BUILD FAILED"; }
   python3 -c "import simda_kernels._C; print('simda_kernels._C loaded')" 2>&1 | tail -2
 fi
+# Versions, the card, the extension's state and what backend="auto" picks (a few seconds).
+if python3 -c "import sys; from simda.cli import main; sys.exit(main(['env']))" > "$OUT/env.txt" 2>&1
+then grep -E '^(CUDA extension|GPU|  backend)' "$OUT/env.txt"; else tail -3 "$OUT/env.txt"; fi
 if want tests && fits tests; then
   step "GPU tests"
   # One process per kernel: a CUDA fault in one cannot fail the other's tests.

@@ -53,6 +53,7 @@ _SUBMODULES = (
     "checkpoint",
     "cli",
     "demo",
+    "env",
     "errors",
     "optimization",
     "pipelines",

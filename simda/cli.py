@@ -1,4 +1,4 @@
-"""The ``simda`` command: demo, generate, edit, train, superres, bench.
+"""The ``simda`` command: demo, generate, edit, train, superres, bench, env.
 
 Every command takes ``--seed``, ``--device``, ``--dtype`` and ``--output`` (default ``out/``),
 shows progress bars on long loops and writes mp4 + gif with the settings beside them (JSON).
@@ -293,6 +293,14 @@ def _split_bench(argv: list[str]):
         debug="--debug" in rest,
         bench_args=[a for a in rest if a != "--debug"],
     )
+
+
+def cmd_env(args) -> int:
+    from simda import env
+
+    info = env.collect()
+    print(json.dumps(info, indent=2) if args.json else env.report(info))
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -696,6 +704,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "env", help="versions, GPUs and the kernels each op runs (paste it into bug reports)"
+    )
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=cmd_env)
     return parser
 
 

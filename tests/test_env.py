@@ -1,0 +1,98 @@
+"""``simda env``: what a bug report needs, true to this machine, with or without a GPU."""
+
+import json
+import types
+
+import torch
+
+from simda import env
+from simda.cli import main
+from simda_kernels import dispatch, temporal_adapter
+
+
+def test_env_reports_this_machine(capsys):
+    assert main(["env"]) == 0
+    text = capsys.readouterr().out
+    import simda
+
+    assert text.startswith(f"simda {simda.__version__} (")
+    assert f"torch           {torch.__version__}" in text
+    assert "CUDA extension simda_kernels._C: " in text
+    if not torch.cuda.is_available():
+        assert "GPU: none" in text
+        assert 'backend="auto": the PyTorch reference for both ops on CPU tensors' in text
+
+
+def test_env_json_is_the_collected_data(capsys):
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["packages"]["torch"] == torch.__version__
+    assert info["cuda_available"] == torch.cuda.is_available()
+    assert info["extension"]["built"] == (temporal_adapter.extension(jit=False) is not None)
+    assert len(info["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def test_env_never_builds_the_extension(monkeypatch):
+    """With SIMDA_JIT_BUILD=1 set, `simda env` says so and compiles nothing."""
+    monkeypatch.setenv("SIMDA_JIT_BUILD", "1")
+    monkeypatch.setattr(temporal_adapter, "_EXT", None)
+    monkeypatch.setattr(temporal_adapter, "_jit_build", lambda: 1 / 0)
+    info = env.collect()
+    assert info["extension"]["jit_opt_in"]
+    if not info["extension"]["built"]:
+        assert "SIMDA_JIT_BUILD=1 is set: it compiles on first use" in env.report(info)
+
+
+def fake_gpus(monkeypatch, *capabilities, extension=True):
+    props = [
+        types.SimpleNamespace(name=f"GPU{i}", major=a, minor=b, total_memory=80 * 2**30)
+        for i, (a, b) in enumerate(capabilities)
+    ]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    ext = types.SimpleNamespace(__file__="/x/_C.so") if extension else None
+    monkeypatch.setattr(temporal_adapter, "extension", lambda jit=None: ext)
+
+
+def row(n, d=40, dtype="float16", fused=1.0, naive=2.0, fused_fb=1.0, naive_fb=2.0):
+    return dict(
+        dtype=dtype, D=d, N=n, fused_ms=fused, naive_ms=naive, fused_fwdbwd_ms=fused_fb,
+        naive_fwdbwd_ms=naive_fb, fused_max_err=1e-3, fused_grad_max_err=1e-3,
+    )  # fmt: skip
+
+
+def test_env_names_the_shapes_where_auto_runs_the_fused_kernel(monkeypatch):
+    rows = (
+        row(1024),
+        row(4096, fused_fb=3.0),  # inference only
+        row(256, d=80, fused=3.0),  # training only
+        row(64, dtype="bfloat16", fused=3.0, fused_fb=3.0),  # never
+    )
+    monkeypatch.setattr(dispatch, "MEASUREMENTS", {(9, 0): rows})
+    fake_gpus(monkeypatch, (9, 0), (8, 0))
+    info = env.collect()
+    h, a = info["gpus"]
+    assert h["lsa_measured"] and not a["lsa_measured"]
+    fp16 = [{"dtype": "float16", "D": d, "N": n} for d, n in ((40, 1024), (40, 4096), (80, 256))]
+    assert h["lsa_auto"] == {"forward": fp16[:2], "forward+backward": [fp16[0], fp16[2]]}
+    assert a["lsa_auto"] == {"forward": [], "forward+backward": []}
+    assert info["lsa_measurements"] == ["sm90"]
+    text = env.report(info)
+    assert "GPU 0: GPU0 (sm_90, 80.0 GiB)" in text
+    assert (
+        "latent_shift_attention -> triton where measured faster: inference float16 D=40 N=1024, "
+        "float16 D=40 N=4096; training float16 D=40 N=1024, float16 D=80 N=256" in text
+    )
+    assert "latent_shift_attention -> reference: no measurement for sm_80" in text
+    assert "lsa-sm80.json" in text
+    assert text.count("fused_temporal_adapter -> cuda (the extension)") == 2
+    json.dumps(info)  # `simda env --json` can print it
+
+
+def test_env_on_a_gpu_without_the_extension(monkeypatch):
+    monkeypatch.setattr(dispatch, "MEASUREMENTS", {})
+    fake_gpus(monkeypatch, (9, 0), extension=False)
+    text = env.report(env.collect())
+    assert "fused_temporal_adapter -> reference (the extension is not built)" in text
+    assert "Attention measurements (simda_kernels/measured): none" in text
