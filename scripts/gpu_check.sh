@@ -9,9 +9,10 @@
 # With the device tool's 15 minutes (start-up included; at most 10 per command): first call
 #   `BUDGET=420 bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 450, carry .whl),
 # which answers the kernel issues (correctness on hardware, both side-by-side tables) and
-# leaves time for one more call. Estimate for it: build ~40 s; GPU tests ~2 min (about 100
-# Triton compilations at ~0.7 s each, measured for sm_90 on a CPU core with triton 3.6, plus
-# one Inductor compile); 12 attention rows of ~6 s; 12 adapter rows (fp16, bf16) of ~10 s,
+# leaves time for one more call. Estimate for it: build ~40 s; GPU tests ~1.5 min (about 100
+# Triton compilations, ~1 s each in 16 bits and ~3.5 s in fp32, measured for sm_90 on one CPU
+# core with triton 3.6, plus one Inductor compile: ~2.5 min, run in four processes side by
+# side); 12 attention rows of ~6 s; 12 adapter rows (fp16, bf16) of ~10 s,
 # each compiling its torch.compile column afresh: about 6 minutes. Stages print rows as they
 # are measured, so a stage cut short by BUDGET still leaves its first rows. Then
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
@@ -29,10 +30,10 @@ stages=${*:-build tests lsa adapter suite}
 start=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - start )) s)"; }
 want() { [[ " $stages " == *" $1 "* ]]; }
-# Seconds a stage may run: its own cap ($1) or what is left of BUDGET, whichever is smaller.
-# (At least 1: `timeout 0` would mean no limit at all.)
+# Seconds a stage may run: its own cap ($1) or what is left of BUDGET less a reserve for later
+# stages ($2, default 0), whichever is smaller. (At least 1: `timeout 0` would mean no limit.)
 limit() {
-  local left=$(( BUDGET - ($(date +%s) - start) - 5 ))
+  local left=$(( BUDGET - ($(date +%s) - start) - 5 - ${2:-0} ))
   left=$(( left < $1 ? left : $1 )); echo $(( left < 1 ? 1 : left ))
 }
 fits() { (( $(limit 30) >= 30 )) || { echo "== skip $1: under 30 s of BUDGET left"; false; }; }
@@ -55,19 +56,30 @@ fi
 if python3 -c "import sys; from simda.cli import main; sys.exit(main(['env']))" > "$OUT/env.txt" 2>&1
 then grep -E '^(CUDA extension|GPU|  backend)' "$OUT/env.txt"; else tail -3 "$OUT/env.txt"; fi
 if want tests && fits tests; then
-  step "GPU tests"
-  # One process per kernel: a CUDA fault in one cannot fail the other's tests.
-  for name in lsa_kernel temporal_adapter; do
-    fits "tests of $name" || continue
-    timeout "$(limit 240)" python3 -m pytest -q -m gpu -p no:cacheprovider "tests/test_$name.py" \
+  step "GPU tests (four processes side by side)"
+  # One process per group: a CUDA fault in one cannot fail the others' tests, and the Triton
+  # compilations (most of the time) run in parallel. timeout sends SIGINT first, so that pytest
+  # still prints which tests failed (-rfE) when it is cut short.
+  t=$(limit 200)
+  gpu_tests() {
+    local name=$1; shift
+    timeout -s INT -k 20 "$t" python3 -m pytest -q -rfE -m gpu -p no:cacheprovider "$@" \
       > "$OUT/gpu_tests_$name.txt" 2>&1
+  }
+  gpu_tests adapter tests/test_temporal_adapter.py &
+  gpu_tests lsa_fp32 tests/test_lsa_kernel.py -k "dtype2" &
+  gpu_tests lsa_shapes tests/test_lsa_kernel.py -k "not dtype2 and test_gpu_shapes" &
+  gpu_tests lsa_other tests/test_lsa_kernel.py -k "not dtype2 and not test_gpu_shapes" &
+  wait
+  for name in adapter lsa_fp32 lsa_shapes lsa_other; do
     echo "-- $name: $(tail -1 "$OUT/gpu_tests_$name.txt")"
-    grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests_$name.txt" | head -12
+    grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests_$name.txt" | head -8
   done
 fi
 if want lsa && fits lsa; then
   step "latent-shift attention benchmark"
-  timeout "$(limit 300)" python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
+  # leaves the adapter benchmark at least 150 s when it is to run too
+  timeout "$(limit 300 "$(want adapter && echo 150 || echo 0)")" python3 -m benchmarks.bench_lsa --json "$OUT/lsa.json" > "$OUT/lsa.md" 2>&1
   cat "$OUT/lsa.md"
   sm=$(python3 -c "import torch; print(''.join(map(str, torch.cuda.get_device_capability())))" 2>/dev/null)
   [[ -n "$sm" ]] && echo "(backend='auto' follows it once committed as simda_kernels/measured/lsa-sm$sm.json)"
