@@ -625,13 +625,34 @@ def _alignment(*tensors) -> int:
     return align
 
 
-def _check_rows(**tensors) -> None:
-    """The kernels read each token's head_dim values as one contiguous row."""
+#: the launch grids put B*F on their z axis, which CUDA limits to 65535 blocks
+MAX_FRAMES_PER_CALL = 65535
+
+
+def _check_launchable(**tensors) -> None:
+    """What the kernels assume of their (B*F, heads, N, D) inputs: each token's head_dim values
+    are one contiguous row, B*F fits the grid, and offsets within a frame fit in 32 bits (the
+    kernels add 64-bit frame offsets to 32-bit head and token offsets)."""
     for name, t in tensors.items():
         if t.shape[-1] > 1 and t.stride(-1) != 1:
             raise ValueError(
                 f"{name} must be contiguous along the head dim (stride(-1) == 1) for the Triton "
                 f"kernel, got strides {tuple(t.stride())}; pass {name}.contiguous()"
+            )
+        if t.shape[0] > MAX_FRAMES_PER_CALL:
+            raise ValueError(
+                f"the Triton kernel takes at most {MAX_FRAMES_PER_CALL} frames (B*F) per call, "
+                f"{name} has {t.shape[0]}: split the batch"
+            )
+        reach = sum(
+            (size - 1) * abs(stride)
+            for size, stride in zip(t.shape[1:], t.stride()[1:], strict=True)
+        )
+        if reach >= 2**31:
+            raise ValueError(
+                f"{name} spans {reach + 1} elements within one frame (strides "
+                f"{tuple(t.stride())}), beyond the Triton kernel's 32-bit offsets; pass "
+                f"{name}.contiguous()" + (" or fewer tokens" if t.is_contiguous() else "")
             )
 
 
@@ -679,7 +700,7 @@ def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, co
 def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
     """Launch the forward kernel. Returns ``out`` (like q) and ``lse2`` (B*F, heads, N) fp32
     (base-2 log-sum-exp of the scaled logits, duplicated keys counted twice)."""
-    _check_rows(q=q, k=k, v=v)
+    _check_launchable(q=q, k=k, v=v)
     bf, heads = q.shape[:2]
     n, d, consts = _common(q, frames, height, width, layout, class_major)
     out = _new_like(q)
@@ -691,7 +712,7 @@ def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
 
 def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major):
     """Launch the two backward kernels. Returns dq, dk, dv (each shaped and strided like q)."""
-    _check_rows(grad_out=grad_out, q=q, k=k, v=v)
+    _check_launchable(grad_out=grad_out, q=q, k=k, v=v)
     bf, heads = q.shape[:2]
     n, d, consts = _common(q, frames, height, width, layout, class_major)
     cfg = lsa_config("bwd_dkdv", d, n, _capability(q), q.element_size())
@@ -858,18 +879,26 @@ if HAS_TRITON:
             )
 
     if not INTERPRET:  # under the interpreter, CPU tensors run the Triton kernels themselves
+        # Results in tensors laid out like the inputs, as the Triton launchers and the fake
+        # kernels give them (the model's q, k, v are transposed views).
+        def _like(template, value):
+            return torch.empty_like(template).copy_(value)
 
         @lsa_op.register_kernel("cpu")
         def _lsa_cpu(q, k, v, frames, height, width, layout, scale, class_major):
-            return reference_forward(q, k, v, frames, height, width, layout, scale, class_major)
+            out, lse2 = reference_forward(
+                q, k, v, frames, height, width, layout, scale, class_major
+            )
+            return _like(q, out), lse2.contiguous()
 
         @lsa_backward_op.register_kernel("cpu")
         def _lsa_backward_cpu(
             grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major
         ):
-            return reference_backward(
+            grads = reference_backward(
                 grad_out, q, k, v, frames, height, width, layout, scale, class_major
             )
+            return tuple(_like(t, g) for t, g in zip((q, k, v), grads, strict=True))
 
     @lsa_op.register_fake
     def _lsa_fake(q, k, v, frames, height, width, layout, scale, class_major):

@@ -257,6 +257,16 @@ import torch, simda_kernels
 q, k, v = (torch.randn(4, 2, 6, 16, device=DEVICE, requires_grad=True) for _ in range(3))
 torch.library.opcheck(torch.ops.simda.latent_shift_attention.default,
                       (q, k, v, 2, 2, 3, "released", 0.25, True))
+# the model's layout: (B*F, N, heads, D) viewed as (B*F, heads, N, D); the kernels' outputs
+# must have the strides the fake kernels promise (those of q, k, v)
+qm, km, vm = (torch.randn(4, 6, 2, 16, device=DEVICE).transpose(1, 2).requires_grad_()
+              for _ in range(3))
+args = (2, 2, 3, "paper", 0.25, False)
+torch.library.opcheck(torch.ops.simda.latent_shift_attention.default, (qm, km, vm, *args))
+qm, km, vm = (t.detach() for t in (qm, km, vm))
+out, lse2 = torch.ops.simda.latent_shift_attention(qm, km, vm, *args)
+torch.library.opcheck(torch.ops.simda.latent_shift_attention_backward.default,
+                      (torch.randn_like(out), qm, km, vm, out, lse2, *args))
 
 def attention(q, k, v):  # the op itself: Triton on CUDA, the reference on CPU
     return torch.ops.simda.latent_shift_attention(q, k, v, 2, 2, 3, "paper", 0.25, False)[0] * 2
@@ -344,6 +354,19 @@ def test_row_contiguity_check_and_wide_stride_alignment():
     assert lsa._alignment(q, k, v) == 16
     wide = torch.empty_strided((2, 1, 1, 16), (2**31, 16, 16, 1), device="meta")
     assert lsa._alignment(q, wide) == 1  # 64-bit strides are passed unscaled
+
+
+def test_grid_and_32_bit_offset_limits_are_clear_errors():
+    """B*F is the launch grid's z axis (at most 65535); offsets within a frame are 32-bit."""
+    lsa._check_launchable(q=torch.empty(65535, 8, 4096, 160, device="meta"))
+    with pytest.raises(ValueError, match="at most 65535 frames \\(B\\*F\\) per call, q has 65536"):
+        lsa._check_launchable(q=torch.empty(65536, 1, 1, 8, device="meta"))
+    spread = torch.empty_strided((2, 8, 4096, 64), (2**40, 2**29, 64, 1), device="meta")
+    with pytest.raises(ValueError, match="v spans .* elements within one frame.*contiguous"):
+        lsa._check_launchable(v=spread)
+    lsa._check_launchable(
+        v=torch.empty_strided((2, 8, 4096, 64), (2**40, 2**18, 64, 1), device="meta")
+    )
 
 
 def test_auto_uses_the_reference_on_cpu():
