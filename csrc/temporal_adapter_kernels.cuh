@@ -9,7 +9,10 @@
 // per frame it computes the GEMM tile (tensor cores for fp16/bf16, FMAs for fp32 and on GPUs
 // without 16-bit tensor cores for the dtype: see use_wmma), keeps the
 // last three frames in a shared-memory ring and writes the conv output of the previous frame.
-// Only y is written.
+// Only y is written. Where x and W_down allow 16-byte loads (Geometry::vec: aligned pointers,
+// strides and sizes that are multiples of 16 bytes along the contiguous dimension), each
+// thread fetches its share of the next 32-channel step into registers while the tensor cores
+// work on the current one; otherwise the tiles are loaded element by element.
 //
 // This header holds the kernels and the host code that launches them, generic over how a
 // kernel is launched: temporal_adapter.cu launches them on the GPU, the CPU emulator of the
@@ -34,8 +37,14 @@
 #endif
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
+
+// Checks a vector access's alignment (the emulator defines it; the GPU faults instead).
+#ifndef SIMDA_CHECK_ALIGNED
+#define SIMDA_CHECK_ALIGNED(pointer, bytes, what)
+#endif
 
 // The block's dynamic shared memory (the emulator gives each block its own buffer).
 #ifndef SIMDA_DYNAMIC_SMEM
@@ -76,7 +85,22 @@ struct Geometry {
   int64_t T;                   // tokens per frame (H*W)
   int64_t sxb, sxc, sxf, sxt;  // x strides (elements)
   int64_t spb, spr, spf;       // dpre strides (backward; tokens contiguous)
+  bool vec;                    // tiles move as 16-byte vectors (vector_loads)
 };
+
+__device__ __forceinline__ uint4 load16(const void* p) {
+  SIMDA_CHECK_ALIGNED(p, 16, "16-byte global load");
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const uint4*>(p));
+#else
+  return *reinterpret_cast<const uint4*>(p);
+#endif
+}
+
+__device__ __forceinline__ void store16(void* p, const uint4& v) {
+  SIMDA_CHECK_ALIGNED(p, 16, "16-byte shared-memory store");
+  *reinterpret_cast<uint4*>(p) = v;
+}
 
 // Stage W_down[r0:r0+RT, c0:c0+KC] and x[b, c0:c0+KC, f, t0:t0+TT] in shared memory (zero
 // padded), coalesced along whichever of channels / tokens is contiguous in x.
@@ -99,9 +123,112 @@ __device__ __forceinline__ void load_tiles(const T* __restrict__ x, const T* __r
   }
 }
 
+// Element q of a 16-byte vector of T (q a compile-time constant after unrolling).
+template <typename T>
+__device__ __forceinline__ T element(const uint4& v, int q) {
+  constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
+  const int wi = q / kPerWord;
+  const unsigned word = wi == 0 ? v.x : wi == 1 ? v.y : wi == 2 ? v.z : v.w;
+  T out;
+  if constexpr (sizeof(T) == 4) {
+    memcpy(&out, &word, 4);
+  } else {
+    const unsigned short bits = static_cast<unsigned short>(word >> (16 * (q % 2)));
+    memcpy(&out, &bits, 2);
+  }
+  return out;
+}
+
+// The vector path of load_tiles (Geometry::vec): fetch() reads a thread's share of one
+// step's W_down and x tiles into registers as 16-byte vectors (zero outside the tensors: C and,
+// when tokens are contiguous, T are multiples of a vector, so a vector is all in or all out),
+// put() stores them in shared memory, transposing channels-last x on the way.
+template <typename T, int RT>
+struct TilePrefetch {
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per vector
+  static constexpr int kWPer = RT * kKC / kVec / kThreads;         // vectors per thread
+  static constexpr int kXPer = kKC * kTT / kVec / kThreads;
+  static_assert(kWPer >= 1 && kWPer * kVec * kThreads == RT * kKC, "W tile must split into whole vectors");
+  static_assert(kXPer >= 1 && kXPer * kVec * kThreads == kKC * kTT, "x tile must split into whole vectors");
+  uint4 w[kWPer];
+  uint4 xv[kXPer];
+
+  __device__ __forceinline__ void fetch(const T* __restrict__ x, const T* __restrict__ wd, const Geometry& g,
+                                        int b, int f, int r0, int64_t t0, int c0, bool channels_last) {
+    const uint4 zero = {0u, 0u, 0u, 0u};  // 0.0 in every element type
+#pragma unroll
+    for (int n = 0; n < kWPer; ++n) {
+      const int idx = threadIdx.x + n * kThreads;
+      const int r = r0 + idx / (kKC / kVec), c = c0 + (idx % (kKC / kVec)) * kVec;
+      w[n] = (r < g.R && c < g.C) ? load16(wd + static_cast<int64_t>(r) * g.C + c) : zero;
+    }
+    const T* xb = x + b * g.sxb + f * g.sxf;
+#pragma unroll
+    for (int n = 0; n < kXPer; ++n) {
+      const int idx = threadIdx.x + n * kThreads;
+      // coalesced along the contiguous dimension: channels (channels-last) or tokens
+      const int c = channels_last ? c0 + (idx % (kKC / kVec)) * kVec : c0 + idx / (kTT / kVec);
+      const int64_t t = channels_last ? t0 + idx / (kKC / kVec) : t0 + (idx % (kTT / kVec)) * kVec;
+      xv[n] = (c < g.C && t < g.T) ? load16(xb + c * g.sxc + t * g.sxt) : zero;
+    }
+  }
+
+  __device__ __forceinline__ void put(T* sW, T* sX, bool channels_last) const {
+#pragma unroll
+    for (int n = 0; n < kWPer; ++n) {
+      const int idx = threadIdx.x + n * kThreads;
+      store16(sW + (idx / (kKC / kVec)) * kLdW + (idx % (kKC / kVec)) * kVec, w[n]);
+    }
+#pragma unroll
+    for (int n = 0; n < kXPer; ++n) {
+      const int idx = threadIdx.x + n * kThreads;
+      if (channels_last) {  // kVec channels of one token: a column of sX
+        const int j = idx / (kKC / kVec), k = (idx % (kKC / kVec)) * kVec;
+#pragma unroll
+        for (int q = 0; q < kVec; ++q) sX[(k + q) * kLdX + j] = element<T>(xv[n], q);
+      } else {
+        store16(sX + (idx / (kTT / kVec)) * kLdX + (idx % (kTT / kVec)) * kVec, xv[n]);
+      }
+    }
+  }
+};
+
+// Moves each kKC-channel step's W_down and x tiles into sW and sX:
+//   loader.start(); for (c0...) { loader.stage(c0); __syncthreads(); loader.prefetch(c0 + kKC);
+//                                 <use the tiles>; __syncthreads(); }
+// On the vector path the next step's tiles are in registers, in flight, while the current
+// step's are used; otherwise stage() loads them element by element.
+template <typename T, int RT, bool kPrefetch>
+struct TileLoader {
+  const T* x;
+  const T* w;
+  const Geometry& g;
+  int b, f, r0;
+  int64_t t0;
+  T* sW;
+  T* sX;
+  bool channels_last;
+  TilePrefetch<T, RT> next;
+
+  __device__ __forceinline__ void start() {
+    if (kPrefetch && g.vec) next.fetch(x, w, g, b, f, r0, t0, 0, channels_last);
+  }
+  __device__ __forceinline__ void stage(int c0) {
+    if (g.vec) {
+      if (!kPrefetch) next.fetch(x, w, g, b, f, r0, t0, c0, channels_last);
+      next.put(sW, sX, channels_last);
+    } else {
+      load_tiles<T, RT>(x, w, g, b, f, r0, t0, c0, sW, sX, channels_last);
+    }
+  }
+  __device__ __forceinline__ void prefetch(int c0) {
+    if (kPrefetch && g.vec && c0 < g.C) next.fetch(x, w, g, b, f, r0, t0, c0, channels_last);
+  }
+};
+
 // acc[RT x TT] = W_down[r0:, :] x[b, :, f, t0:] into ring (fp32, leading dim kLdRing).
 // fp16/bf16: wmma 16x16x16 on tensor cores; each warp owns RT/2 rows x 32 tokens.
-template <typename T, int RT>
+template <typename T, int RT, bool kPrefetch>
 __device__ void gemm_tile(const T* x, const T* w, const Geometry& g, int b, int f, int r0,
                           int64_t t0, T* sW, T* sX, float* ring, bool channels_last) {
   using namespace nvcuda;
@@ -114,9 +241,12 @@ __device__ void gemm_tile(const T* x, const T* w, const Geometry& g, int b, int 
   for (int i = 0; i < kFragRows; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  TileLoader<T, RT, kPrefetch> loader{x, w, g, b, f, r0, t0, sW, sX, channels_last, {}};
+  loader.start();
   for (int c0 = 0; c0 < g.C; c0 += kKC) {
-    load_tiles<T, RT>(x, w, g, b, f, r0, t0, c0, sW, sX, channels_last);
+    loader.stage(c0);
     __syncthreads();
+    loader.prefetch(c0 + kKC);
 #pragma unroll
     for (int kk = 0; kk < kKC; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[kFragRows];
@@ -143,7 +273,7 @@ __device__ void gemm_tile(const T* x, const T* w, const Geometry& g, int b, int 
 
 // The same tile with FMAs in fp32 (exact for fp32 inputs, no TF32; also fp16/bf16 where
 // use_wmma is false); each thread owns (RT/8) x 4 outputs.
-template <typename T, int RT>
+template <typename T, int RT, bool kPrefetch>
 __device__ void gemm_tile_fma(const T* x, const T* w, const Geometry& g, int b, int f, int r0,
                               int64_t t0, T* sW, T* sX, float* ring, bool channels_last) {
   constexpr int kRowsPerThread = RT * kTT / kThreads / 4;
@@ -151,9 +281,12 @@ __device__ void gemm_tile_fma(const T* x, const T* w, const Geometry& g, int b, 
   const int i0 = (threadIdx.x / 16) * kRowsPerThread;  // 8 row groups
   const int j0 = (threadIdx.x % 16) * 4;               // 16 column groups of 4
   float acc[kRowsPerThread][4] = {};
+  TileLoader<T, RT, kPrefetch> loader{x, w, g, b, f, r0, t0, sW, sX, channels_last, {}};
+  loader.start();
   for (int c0 = 0; c0 < g.C; c0 += kKC) {
-    load_tiles<T, RT>(x, w, g, b, f, r0, t0, c0, sW, sX, channels_last);
+    loader.stage(c0);
     __syncthreads();
+    loader.prefetch(c0 + kKC);
 #pragma unroll 4
     for (int k = 0; k < kKC; ++k) {
       float bv[4];
@@ -190,20 +323,22 @@ __device__ constexpr bool use_wmma() {
   return kArch >= 800 || std::is_same_v<T, __half>;
 }
 
-template <typename T, int RT>
+template <typename T, int RT, bool kPrefetch>
 __device__ __forceinline__ void compute_pre(const T* x, const T* w, const Geometry& g, int b,
                                             int f, int r0, int64_t t0, T* sW, T* sX, float* ring,
                                             bool channels_last) {
   if constexpr (!use_wmma<T>()) {
-    gemm_tile_fma<T, RT>(x, w, g, b, f, r0, t0, sW, sX, ring, channels_last);
+    gemm_tile_fma<T, RT, kPrefetch>(x, w, g, b, f, r0, t0, sW, sX, ring, channels_last);
   } else {
-    gemm_tile<T, RT>(x, w, g, b, f, r0, t0, sW, sX, ring, channels_last);
+    gemm_tile<T, RT, kPrefetch>(x, w, g, b, f, r0, t0, sW, sX, ring, channels_last);
   }
 }
 
+// Rings of three fp32 frames, the W_down and x tiles, and row_params floats per output channel.
 template <int RT>
-constexpr size_t smem_bytes(size_t elem, int rings) {
-  return RT * kLdW * elem + kKC * kLdX * elem + static_cast<size_t>(rings) * 3 * RT * kLdRing * 4;
+constexpr size_t smem_bytes(size_t elem, int rings, int row_params) {
+  return static_cast<size_t>(rings) * 3 * RT * kLdRing * 4 + RT * kLdW * elem + kKC * kLdX * elem +
+         static_cast<size_t>(row_params) * RT * 4;
 }
 
 template <typename T, int RT>
@@ -216,9 +351,22 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
   float* ring = reinterpret_cast<float*>(smem);                   // 3 x RT x kLdRing
   T* sW = reinterpret_cast<T*>(ring + 3 * RT * kLdRing);           // RT x kLdW
   T* sX = sW + RT * kLdW;                                          // kKC x kLdX
+  float* rows = reinterpret_cast<float*>(sX + kKC * kLdX);         // kRowParams x RT
   const int r0 = blockIdx.x * RT;
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTT;
   const int b = blockIdx.z;
+  // The block's rows of b_down, conv_w (3 taps) and conv_b, read once (0 past R).
+  float* s_bias = rows;
+  float* s_conv_w = rows + RT;  // tap k of row i at s_conv_w[k * RT + i]
+  float* s_conv_b = rows + 4 * RT;
+  for (int i = threadIdx.x; i < RT; i += kThreads) {
+    const int r = r0 + i;
+    const bool ok = r < g.R;
+    s_bias[i] = ok ? to_f(b_down[r]) : 0.f;
+    for (int k = 0; k < 3; ++k) s_conv_w[k * RT + i] = ok ? to_f(conv_w[static_cast<int64_t>(r) * 3 + k]) : 0.f;
+    s_conv_b[i] = ok ? to_f(conv_b[r]) : 0.f;
+  }
+  __syncthreads();
 
   // y[f-1] from the ring slots of f-2, f-1, f (present when 0 <= index < F).
   auto emit = [&](int out_f) {
@@ -226,11 +374,11 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
       const int i = idx / kTT, j = idx % kTT, r = r0 + i;
       const int64_t t = t0 + j;
       if (r >= g.R || t >= g.T) continue;
-      float v = to_f(conv_b[r]);
+      float v = s_conv_b[i];
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
         const int src = out_f + k - 1;
-        if (src >= 0 && src < g.F) v += to_f(conv_w[static_cast<int64_t>(r) * 3 + k]) * ring[(src % 3) * RT * kLdRing + i * kLdRing + j];
+        if (src >= 0 && src < g.F) v += s_conv_w[k * RT + i] * ring[(src % 3) * RT * kLdRing + i * kLdRing + j];
       }
       y[((static_cast<int64_t>(b) * g.R + r) * g.F + out_f) * g.T + t] = from_f<T>(v);
     }
@@ -238,12 +386,11 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
 
   for (int f = 0; f < g.F; ++f) {
     float* slot = ring + (f % 3) * RT * kLdRing;
-    compute_pre<T, RT>(x, w_down, g, b, f, r0, t0, sW, sX, slot, channels_last);
+    compute_pre<T, RT, true>(x, w_down, g, b, f, r0, t0, sW, sX, slot, channels_last);
     __syncthreads();
     for (int idx = threadIdx.x; idx < RT * kTT; idx += kThreads) {
       const int i = idx / kTT, j = idx % kTT;
-      const float bias = (r0 + i < g.R) ? to_f(b_down[r0 + i]) : 0.f;
-      slot[i * kLdRing + j] = act_fn(slot[i * kLdRing + j] + bias, gelu);
+      slot[i * kLdRing + j] = act_fn(slot[i * kLdRing + j] + s_bias[i], gelu);
     }
     __syncthreads();
     if (f >= 1) emit(f - 1);
@@ -318,7 +465,7 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
   for (int f = 0; f < g.F; ++f) {
     float* pslot = pre_ring + (f % 3) * RT * kLdRing;
     float* dslot = dy_ring + (f % 3) * RT * kLdRing;
-    compute_pre<T, RT>(x, w_down, g, b, f, r0, t0, sW, sX, pslot, channels_last);
+    compute_pre<T, RT, false>(x, w_down, g, b, f, r0, t0, sW, sX, pslot, channels_last);
     __syncthreads();
     for (int idx = threadIdx.x; idx < RT * kTT; idx += kThreads) {
       const int i = idx / kTT, j = idx % kTT, r = r0 + i;
@@ -353,6 +500,7 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
 template <typename T> constexpr int fwd_rows() { return sizeof(T) == 4 ? 32 : 64; }
 template <typename T> constexpr int bwd_rows() { return sizeof(T) == 4 ? 16 : 32; }
 constexpr size_t kMaxSmemBytes = 64 * 1024;
+constexpr int kRowParams = 5;  // forward: b_down, conv_w (3), conv_b per output channel
 
 // The launch grid is (R tiles, token tiles, B): y and z are limited to 65535 blocks.
 Geometry geometry(const at::Tensor& x, int64_t R) {
@@ -370,6 +518,7 @@ Geometry geometry(const at::Tensor& x, int64_t R) {
   g.sxc = x.stride(1);
   g.sxf = x.stride(2);
   g.sxt = x.stride(4);
+  g.vec = false;
   return g;
 }
 
@@ -384,6 +533,29 @@ void dispatch_dtype(at::ScalarType st, Fn&& fn) {
   }
 }
 
+// Whether x and W_down (contiguous (R, C)) can move as 16-byte vectors: both pointers aligned,
+// C a multiple of a vector, and along x's contiguous dimension (channels when channels_last,
+// else tokens, whose count must then be a multiple of a vector) every other stride too.
+template <typename T>
+bool vector_loads(const at::Tensor& x, const at::Tensor& w_down, const Geometry& g, bool channels_last) {
+  constexpr int64_t kVec = 16 / sizeof(T);
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  const auto fits = [&](int dim, int64_t stride) { return x.size(dim) == 1 || stride % kVec == 0; };
+  if (!aligned(x.const_data_ptr()) || !aligned(w_down.const_data_ptr()) || g.C % kVec != 0) return false;
+  if (!fits(0, g.sxb) || !fits(2, g.sxf)) return false;
+  if (channels_last) return g.T == 1 || g.sxt % kVec == 0;
+  return g.sxt == 1 && g.T % kVec == 0 && g.sxc % kVec == 0;
+}
+
+// Which load path the kernels take for these inputs (x and w_down as the binding passes them).
+inline bool uses_vector_loads(const at::Tensor& x, const at::Tensor& w_down) {
+  const Geometry g = geometry(x, w_down.size(0));
+  const bool channels_last = x.stride(1) == 1 && x.size(1) > 1;
+  bool vec = false;
+  dispatch_dtype(x.scalar_type(), [&](auto tag) { vec = vector_loads<decltype(tag)>(x, w_down, g, channels_last); });
+  return vec;
+}
+
 // The host side, generic over `launch(kernel, grid, smem_bytes, args...)`, which runs `kernel`
 // on a grid of kThreads-thread blocks.
 
@@ -395,12 +567,13 @@ at::Tensor forward_impl(const at::Tensor& x, const at::Tensor& w_down, const at:
   const int64_t B = x.size(0), R = w_down.size(0), F = x.size(2);
   auto y = at::empty({B, R, F, x.size(3), x.size(4)}, x.options());
   if (y.numel() == 0) return y;
-  const Geometry g = geometry(x, R);
+  Geometry g = geometry(x, R);
   const bool channels_last = x.stride(1) == 1 && x.size(1) > 1;
   dispatch_dtype(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
+    g.vec = vector_loads<T>(x, w_down, g, channels_last);
     constexpr int RT = fwd_rows<T>();
-    constexpr size_t smem = smem_bytes<RT>(sizeof(T), 1);
+    constexpr size_t smem = smem_bytes<RT>(sizeof(T), 1, kRowParams);
     static_assert(smem <= kMaxSmemBytes, "forward tile exceeds the shared-memory budget");
     const dim3 grid((R + RT - 1) / RT, (g.T + kTT - 1) / kTT, B);
     launch(temporal_adapter_fwd_kernel<T, RT>, grid, smem,
@@ -436,9 +609,10 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
   if (dpre.numel() > 0) {
     dispatch_dtype(x.scalar_type(), [&](auto tag) {
       using T = decltype(tag);
+      g.vec = vector_loads<T>(x, w_down, g, channels_last);
       constexpr int RT = bwd_rows<T>();
       static_assert(RT * kTT <= kKC * kLdX, "the dpre staging tile must fit in sX");
-      constexpr size_t smem = smem_bytes<RT>(sizeof(T), 2);
+      constexpr size_t smem = smem_bytes<RT>(sizeof(T), 2, 0);
       static_assert(smem <= kMaxSmemBytes, "backward tile exceeds the shared-memory budget");
       const dim3 grid((R + RT - 1) / RT, tiles, B);
       launch(temporal_adapter_bwd_kernel<T, RT>, grid, smem,

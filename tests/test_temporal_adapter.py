@@ -304,13 +304,40 @@ def test_emulated_kernels_short_clips(emulator, nan_empty, frames):
     check(x, "gelu", emulated(emulator.sm90))
 
 
+# Which tiles move as 16-byte vectors (else element by element), by layout: at 5x7 (35 tokens,
+# not a multiple of a vector) only channels-last x, whose vectors run along C = 40; at 4x8 all.
+VECTOR_PATH = {
+    (5, 7): {"channels_last"},
+    (4, 8): {"ncdhw", "folded", "channels_last", "sliced", "cropped"},
+}
+
+
 @pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last", "sliced", "cropped"])
 @pytest.mark.parametrize("act", reference.TEMPORAL_ACTS)
-def test_emulated_kernels_layouts(emulator, nan_empty, layout, act):
-    x = layouts(2, 40, 3, 5, 7, torch.float16, "cpu")[layout]
+@pytest.mark.parametrize("h, w", list(VECTOR_PATH))
+def test_emulated_kernels_layouts(emulator, nan_empty, layout, act, h, w):
+    x = layouts(2, 40, 3, h, w, torch.float16, "cpu")[layout]
+    w_down = torch.randn(20, 40, dtype=torch.float16)
+    assert emulator.sm90.uses_vector_loads(x, w_down) == (layout in VECTOR_PATH[(h, w)])
     _, grads = check(x, act, emulated(emulator.sm90))
     # the fake kernel promises the strides the CUDA path gives dx (torch.compile relies on it)
     assert grads[0].stride() == temporal_adapter._dx_like(x, on_cuda=True).stride()
+
+
+def test_vector_loads_need_alignment_and_whole_vectors(emulator):
+    """16-byte vectors need aligned pointers and strides and whole vectors along the contiguous
+    dimension: anything else takes the element-by-element path."""
+    sm90 = emulator.sm90
+    x = torch.randn(2, 40, 3, 4, 8, dtype=torch.float16)
+    w = torch.randn(20, 40, dtype=torch.float16)
+    assert sm90.uses_vector_loads(x, w) and sm90.uses_vector_loads(x.float(), w.float())
+    assert not sm90.uses_vector_loads(
+        torch.randn(2, 40 * 3 * 32 + 1).half()[:, 1:].view(x.shape), w
+    )
+    assert not sm90.uses_vector_loads(x, torch.randn(20 * 40 + 1).half()[1:].view(20, 40))
+    assert not sm90.uses_vector_loads(x[:, :36], w[:, :36])  # C not a multiple of 8 halves
+    assert sm90.uses_vector_loads(x[:, :36].float(), w[:, :36].float())  # but of 4 floats
+    assert not sm90.uses_vector_loads(torch.randn(2, 40, 3, 5, 6, dtype=torch.float16), w)  # T = 30
 
 
 def test_emulated_kernels_are_deterministic(emulator, nan_empty):
@@ -336,6 +363,7 @@ def test_emulated_kernels_refuse_grids_too_large(emulator):
     "fault, match",
     [
         ("misaligned", "not 32-byte aligned"),
+        ("misaligned_vector", "16-byte shared-memory store: pointer is not 16-byte aligned"),
         ("partial_warp", "not every lane of the warp made the call"),
         ("divergent_pointers", "lanes of a warp passed different arguments"),
         ("smem", "bytes of shared memory, the limit is 65536"),

@@ -18,6 +18,8 @@ void register_arch(pybind11::module_& parent, const char* name) {
         py::arg("conv_b"), py::arg("gelu"), py::arg("seed"), py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, py::arg("grad"), py::arg("x"), py::arg("w_down"), py::arg("b_down"),
         py::arg("conv_w"), py::arg("gelu"), py::arg("seed"), py::call_guard<py::gil_scoped_release>());
+  m.def("uses_vector_loads", &uses_vector_loads, "whether the kernels move these tiles as 16-byte vectors",
+        py::arg("x"), py::arg("w_down"));
 }
 
 }  // namespace

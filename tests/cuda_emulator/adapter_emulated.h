@@ -34,4 +34,8 @@ std::vector<at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x, cons
                               conv_w.contiguous(), gelu, EmulatedLaunch{seed});
 }
 
+bool uses_vector_loads(const at::Tensor& x, const at::Tensor& w_down) {
+  return simda::uses_vector_loads(simda::tokens_flat(x), w_down.contiguous());
+}
+
 }  // namespace

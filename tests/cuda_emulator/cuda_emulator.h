@@ -121,6 +121,15 @@ inline void warp_collective(const char* what, const void* pointer, uint64_t arg)
 
 #define SIMDA_DYNAMIC_SMEM(name) unsigned char* name = ::emu::block.smem
 
+namespace emu {
+// Vector loads and stores fault on the GPU unless aligned to their size (x86 tolerates them).
+inline void check_aligned(const void* p, std::size_t bytes, const char* what) {
+  if (reinterpret_cast<std::uintptr_t>(p) % bytes != 0)
+    fail(std::string(what) + ": pointer is not " + std::to_string(bytes) + "-byte aligned");
+}
+}  // namespace emu
+#define SIMDA_CHECK_ALIGNED(pointer, bytes, what) ::emu::check_aligned(pointer, bytes, what)
+
 inline void __syncthreads() { emu::block.barrier->arrive_and_wait(); }
 
 // Lanes exchange values within their warp (all 32 lanes must take part: full mask only).
@@ -291,7 +300,7 @@ inline void launch(dim3 grid, unsigned threads, size_t smem_bytes, size_t smem_l
 namespace emu {
 
 // Faults the emulator must catch (its own test): "misaligned" loads a wmma tile from a pointer
-// that is not 32-byte aligned, "partial_warp" stores a tile from 31 lanes of a warp,
+// that is not 32-byte aligned, "misaligned_vector" checks a 16-byte access 8 bytes off, "partial_warp" stores a tile from 31 lanes of a warp,
 // "divergent_pointers" stores with one lane pointing elsewhere, "smem" asks for more shared
 // memory than sm_75 has.
 inline void self_test(const std::string& fault) {
@@ -299,6 +308,10 @@ inline void self_test(const std::string& fault) {
     launch(dim3(1, 1, 1), 32, 1024, smem_optin_limit(900), 0, [] {
       nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __half, nvcuda::wmma::row_major> a;
       nvcuda::wmma::load_matrix_sync(a, reinterpret_cast<const __half*>(block.smem) + 8, 16);
+    });
+  } else if (fault == "misaligned_vector") {
+    launch(dim3(1, 1, 1), 32, 1024, smem_optin_limit(900), 0, [] {
+      SIMDA_CHECK_ALIGNED(block.smem + 8, 16, "16-byte shared-memory store");
     });
   } else if (fault == "partial_warp") {  // lane 0 never stores: the others wait, then fail
     const int saved = warp_timeout_ms.exchange(300);
