@@ -2,6 +2,10 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/cuda/CUDAContext.h>
+
+#include <algorithm>
+#include <cstdlib>
 
 #include "temporal_adapter_kernels.cuh"
 
@@ -9,6 +13,12 @@ namespace simda {
 namespace {
 
 struct CudaLaunch {
+  int sm_count() const { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+  // SIMDA_ADAPTER_FRAMES_PER_BLOCK=N sets the frames each block writes (0 or unset: automatic).
+  int frames_per_block() const {
+    const char* value = std::getenv("SIMDA_ADAPTER_FRAMES_PER_BLOCK");
+    return value ? std::max(0, std::atoi(value)) : 0;
+  }
   template <typename... Params, typename... Args>
   void operator()(void (*kernel)(Params...), dim3 grid, size_t smem, Args... args) const {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

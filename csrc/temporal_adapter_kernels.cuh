@@ -5,7 +5,9 @@
 //   pre[f] = W_down x[f] + b_down,  a[f] = act(pre[f]),
 //   y[f]   = conv_b + conv_w[:,0] a[f-1] + conv_w[:,1] a[f] + conv_w[:,2] a[f+1]  (a[-1] = a[F] = 0)
 //
-// A block owns a tile of RT output channels x TT tokens of one video and walks its F frames:
+// A block owns a tile of RT output channels x TT tokens of one video and walks its F frames
+// (or a chunk of them plus one neighbour frame on either side, when the grid is small; see
+// split_frames):
 // per frame it computes the GEMM tile (tensor cores for fp16/bf16, FMAs for fp32 and on GPUs
 // without 16-bit tensor cores for the dtype: see use_wmma), keeps the
 // last three frames in a shared-memory ring and writes the conv output of the previous frame.
@@ -86,7 +88,25 @@ struct Geometry {
   int64_t sxb, sxc, sxf, sxt;  // x strides (elements)
   int64_t spb, spr, spf;       // dpre strides (backward; tokens contiguous)
   bool vec;                    // tiles move as 16-byte vectors (vector_loads)
+  int chunk;                   // output frames per block (frame_chunk); blockIdx.z = (b, chunk)
+  int chunks;                  // ceil(F / chunk)
 };
+
+// The frames a block works on: it writes frames [f0, f1) and computes the pre-activations of
+// [fs, fe], one more frame on each side where there is one (the conv's neighbours).
+struct FrameSpan {
+  int b, f0, f1, fs, fe;
+};
+
+__device__ __forceinline__ FrameSpan frame_span(const Geometry& g) {
+  FrameSpan s;
+  s.b = blockIdx.z / g.chunks;
+  s.f0 = (blockIdx.z % g.chunks) * g.chunk;
+  s.f1 = s.f0 + g.chunk < g.F ? s.f0 + g.chunk : g.F;
+  s.fs = s.f0 > 0 ? s.f0 - 1 : 0;
+  s.fe = s.f1 < g.F ? s.f1 : g.F - 1;
+  return s;
+}
 
 __device__ __forceinline__ uint4 load16(const void* p) {
   SIMDA_CHECK_ALIGNED(p, 16, "16-byte global load");
@@ -354,7 +374,8 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
   float* rows = reinterpret_cast<float*>(sX + kKC * kLdX);         // kRowParams x RT
   const int r0 = blockIdx.x * RT;
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTT;
-  const int b = blockIdx.z;
+  const FrameSpan span = frame_span(g);
+  const int b = span.b;
   // The block's rows of b_down, conv_w (3 taps) and conv_b, read once (0 past R).
   float* s_bias = rows;
   float* s_conv_w = rows + RT;  // tap k of row i at s_conv_w[k * RT + i]
@@ -384,7 +405,7 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
     }
   };
 
-  for (int f = 0; f < g.F; ++f) {
+  for (int f = span.fs; f <= span.fe; ++f) {
     float* slot = ring + (f % 3) * RT * kLdRing;
     compute_pre<T, RT, true>(x, w_down, g, b, f, r0, t0, sW, sX, slot, channels_last);
     __syncthreads();
@@ -393,10 +414,10 @@ temporal_adapter_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w_dow
       slot[i * kLdRing + j] = act_fn(slot[i * kLdRing + j] + s_bias[i], gelu);
     }
     __syncthreads();
-    if (f >= 1) emit(f - 1);
+    if (f - 1 >= span.f0) emit(f - 1);  // (f - 1 < f1 always)
     __syncthreads();  // the slot of f-2 is overwritten next
   }
-  emit(g.F - 1);
+  if (span.f1 == g.F) emit(g.F - 1);  // the last frame has no next one to wait for
 }
 
 // Backward: one thread owns one channel row (kThreads / RT threads per row) for the
@@ -417,13 +438,14 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
   constexpr int kPerRow = kThreads / RT;
   const int r0 = blockIdx.x * RT;
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTT;
-  const int b = blockIdx.z;
+  const FrameSpan span = frame_span(g);
+  const int b = span.b;
   const int my_i = threadIdx.x / kPerRow, my_j0 = threadIdx.x % kPerRow;
   const int my_r = r0 + my_i;
   const bool row_ok = my_r < g.R;
   float w3[3] = {0.f, 0.f, 0.f};
-  if (row_ok)
-    for (int k = 0; k < 3; ++k) w3[k] = to_f(conv_w[static_cast<int64_t>(my_r) * 3 + k]);
+#pragma unroll
+  for (int k = 0; k < 3; ++k) w3[k] = row_ok ? to_f(conv_w[static_cast<int64_t>(my_r) * 3 + k]) : 0.f;
   float acc_db = 0.f, acc_dcb = 0.f, acc_dcw[3] = {0.f, 0.f, 0.f};
 
   auto ring_at = [&](float* ring, int frame, int i, int j) -> float {
@@ -462,7 +484,7 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
   };
 
   T* stage = sX;  // reused between GEMMs (RT x kTT fits: backward_impl checks)
-  for (int f = 0; f < g.F; ++f) {
+  for (int f = span.fs; f <= span.fe; ++f) {
     float* pslot = pre_ring + (f % 3) * RT * kLdRing;
     float* dslot = dy_ring + (f % 3) * RT * kLdRing;
     compute_pre<T, RT, false>(x, w_down, g, b, f, r0, t0, sW, sX, pslot, channels_last);
@@ -475,9 +497,9 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
       dslot[i * kLdRing + j] = ok ? to_f(dy[((static_cast<int64_t>(b) * g.R + r) * g.F + f) * g.T + t]) : 0.f;
     }
     __syncthreads();
-    if (f >= 1) finalise(f - 1, stage);
+    if (f - 1 >= span.f0) finalise(f - 1, stage);
   }
-  finalise(g.F - 1, stage);
+  if (span.f1 == g.F) finalise(g.F - 1, stage);
 
   // Combine the kPerRow owners of each row (adjacent lanes) in a fixed order.
 #pragma unroll
@@ -488,7 +510,7 @@ temporal_adapter_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x,
     for (int k = 0; k < 3; ++k) acc_dcw[k] += __shfl_xor_sync(0xffffffffu, acc_dcw[k], off);
   }
   if (row_ok && my_j0 == 0) {
-    const int64_t part = static_cast<int64_t>(b) * gridDim.y + blockIdx.y;
+    const int64_t part = static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y;  // (b, chunk, tile)
     part_db[part * g.R + my_r] = acc_db;
     part_dcb[part * g.R + my_r] = acc_dcb;
     for (int k = 0; k < 3; ++k) part_dcw[(part * g.R + my_r) * 3 + k] = acc_dcw[k];
@@ -519,7 +541,29 @@ Geometry geometry(const at::Tensor& x, int64_t R) {
   g.sxf = x.stride(2);
   g.sxt = x.stride(4);
   g.vec = false;
+  g.chunk = g.F;
+  g.chunks = 1;
   return g;
+}
+
+// Output frames per block. A block walks its frames one after another, so with few blocks
+// (small latents, few channels) most SMs would idle: then F is split into chunks, each block
+// recomputing the pre-activations of one frame on either side, until the grid has two blocks
+// per SM or chunks would drop below 4 frames (at most 1.5x the GEMM work). frames_per_block >
+// 0 sets it instead (tests; tuning on a GPU: SIMDA_ADAPTER_FRAMES_PER_BLOCK).
+inline void split_frames(Geometry& g, int64_t blocks_per_frame_span, int64_t batch, int sm_count,
+                         int frames_per_block) {
+  constexpr int64_t kMaxGridZ = 65535;
+  int chunk = g.F;
+  if (frames_per_block > 0) {
+    chunk = frames_per_block < g.F ? frames_per_block : g.F;
+  } else {
+    while (chunk >= 8 && blocks_per_frame_span * ((g.F + chunk - 1) / chunk) < 2 * int64_t{sm_count})
+      chunk = (chunk + 1) / 2;
+  }
+  if (batch * ((g.F + chunk - 1) / chunk) > kMaxGridZ) chunk = g.F;  // the grid's z axis
+  g.chunk = chunk;
+  g.chunks = (g.F + chunk - 1) / chunk;
 }
 
 // Calls fn(T{}) with the CUDA element type of fp16 / bf16 / fp32.
@@ -557,7 +601,8 @@ inline bool uses_vector_loads(const at::Tensor& x, const at::Tensor& w_down) {
 }
 
 // The host side, generic over `launch(kernel, grid, smem_bytes, args...)`, which runs `kernel`
-// on a grid of kThreads-thread blocks.
+// on a grid of kThreads-thread blocks, and says the GPU's SM count (`launch.sm_count()`) and
+// any frames-per-block setting (`launch.frames_per_block()`, 0: automatic).
 
 // x must have evenly strided tokens (stride(3) == W * stride(4)); the binding ensures it.
 template <typename Launch>
@@ -575,7 +620,9 @@ at::Tensor forward_impl(const at::Tensor& x, const at::Tensor& w_down, const at:
     constexpr int RT = fwd_rows<T>();
     constexpr size_t smem = smem_bytes<RT>(sizeof(T), 1, kRowParams);
     static_assert(smem <= kMaxSmemBytes, "forward tile exceeds the shared-memory budget");
-    const dim3 grid((R + RT - 1) / RT, (g.T + kTT - 1) / kTT, B);
+    const int64_t tiles = (R + RT - 1) / RT * ((g.T + kTT - 1) / kTT);
+    split_frames(g, tiles * B, B, launch.sm_count(), launch.frames_per_block());
+    const dim3 grid((R + RT - 1) / RT, (g.T + kTT - 1) / kTT, B * g.chunks);
     launch(temporal_adapter_fwd_kernel<T, RT>, grid, smem,
            reinterpret_cast<const T*>(x.const_data_ptr()), reinterpret_cast<const T*>(w_down.const_data_ptr()),
            reinterpret_cast<const T*>(b_down.const_data_ptr()), reinterpret_cast<const T*>(conv_w.const_data_ptr()),
@@ -602,10 +649,11 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
   g.spr = frames_outer ? g.T : F * g.T;
   g.spf = frames_outer ? R * g.T : g.T;
   const int64_t tiles = (g.T + kTT - 1) / kTT;
+  // per-block partial sums, (B * chunks * tiles, R): one row per block of one channel tile
   auto f32 = x.options().dtype(at::kFloat);
-  auto part_db = at::zeros({B * tiles, R}, f32);
-  auto part_dcb = at::zeros({B * tiles, R}, f32);
-  auto part_dcw = at::zeros({B * tiles, R, 3}, f32);
+  auto part_db = at::zeros({1, R}, f32);
+  auto part_dcb = at::zeros({1, R}, f32);
+  auto part_dcw = at::zeros({1, R, 3}, f32);
   if (dpre.numel() > 0) {
     dispatch_dtype(x.scalar_type(), [&](auto tag) {
       using T = decltype(tag);
@@ -614,7 +662,12 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
       static_assert(RT * kTT <= kKC * kLdX, "the dpre staging tile must fit in sX");
       constexpr size_t smem = smem_bytes<RT>(sizeof(T), 2, 0);
       static_assert(smem <= kMaxSmemBytes, "backward tile exceeds the shared-memory budget");
-      const dim3 grid((R + RT - 1) / RT, tiles, B);
+      split_frames(g, (R + RT - 1) / RT * tiles * B, B, launch.sm_count(), launch.frames_per_block());
+      const int64_t parts = B * g.chunks * tiles;
+      part_db = at::zeros({parts, R}, f32);
+      part_dcb = at::zeros({parts, R}, f32);
+      part_dcw = at::zeros({parts, R, 3}, f32);
+      const dim3 grid((R + RT - 1) / RT, tiles, B * g.chunks);
       launch(temporal_adapter_bwd_kernel<T, RT>, grid, smem,
              reinterpret_cast<const T*>(dy.const_data_ptr()), reinterpret_cast<const T*>(x.const_data_ptr()),
              reinterpret_cast<const T*>(w_down.const_data_ptr()), reinterpret_cast<const T*>(b_down.const_data_ptr()),

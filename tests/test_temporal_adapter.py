@@ -263,15 +263,16 @@ def nan_empty():
     deterministic.fill_uninitialized_memory = saved[1]
 
 
-def emulated(kernels, seed=0):
+def emulated(kernels, seed=0, frames_per_block=0):
     """check()'s `run`: the emulated kernels' forward and backward (the op's custom autograd
     calls exactly these two with the same arguments)."""
 
     def run(leaves, grad, act):
         x, w_down, b_down, conv_w, conv_b = leaves
         gelu = act == "gelu"
-        y = kernels.forward(x, w_down, b_down, conv_w, conv_b, gelu, seed)
-        return y, tuple(kernels.backward(grad, x, w_down, b_down, conv_w, gelu, seed + 1))
+        y = kernels.forward(x, w_down, b_down, conv_w, conv_b, gelu, seed, frames_per_block)
+        grads = kernels.backward(grad, x, w_down, b_down, conv_w, gelu, seed + 1, frames_per_block)
+        return y, tuple(grads)
 
     return run
 
@@ -338,6 +339,26 @@ def test_vector_loads_need_alignment_and_whole_vectors(emulator):
     assert not sm90.uses_vector_loads(x[:, :36], w[:, :36])  # C not a multiple of 8 halves
     assert sm90.uses_vector_loads(x[:, :36].float(), w[:, :36].float())  # but of 4 floats
     assert not sm90.uses_vector_loads(torch.randn(2, 40, 3, 5, 6, dtype=torch.float16), w)  # T = 30
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("frames, per_block", [(5, 1), (5, 2), (7, 3), (3, 2), (4, 4)])
+def test_emulated_kernels_split_frames(emulator, nan_empty, dtype, frames, per_block):
+    """Blocks that write a chunk of the frames (recomputing one neighbour frame on each side):
+    one frame per block, chunks with a shorter last one, a chunk of all frames."""
+    x = layouts(2, 40, frames, 4, 8, dtype, "cpu")["ncdhw"]
+    check(x, "gelu", emulated(emulator.sm90, frames_per_block=per_block))
+
+
+def test_frames_are_split_only_when_the_grid_would_leave_sms_idle(emulator):
+    split = emulator.sm90.frames_per_block
+    # B=2, C=320 at 32x32 on 132 SMs: 3 x 16 x 2 = 96 blocks -> chunks of 4 frames (384 blocks)
+    assert split(16, 96, 2, 132) == 4
+    assert split(24, 96, 2, 132) == 6  # never below 4 frames
+    assert split(16, 384, 2, 132) == 16  # 64x64: already 384 blocks
+    assert split(3, 6, 1, 132) == 3 and split(7, 6, 1, 132) == 7  # too few frames to split
+    assert split(16, 96, 2, 132, setting=2) == 2 and split(5, 1, 1, 132, setting=9) == 5
+    assert split(16, 1, 65535, 132, setting=1) == 16  # the grid's z axis holds B * chunks
 
 
 def test_emulated_kernels_are_deterministic(emulator, nan_empty):
