@@ -1,4 +1,5 @@
-# make test  - set up .venv (pinned), lint, build-check the CUDA extension, run the tests
+# make test  - set up .venv (pinned), lint, build-check the CUDA extension (setup.py and CMake),
+#              run the tests
 # make demo  - set up .venv and run the main job (`simda demo`)
 # make test-compat - the same tests on the oldest supported stack (Python 3.12, torch 2.11,
 #               triton 3.6, diffusers 0.35) in .venv-compat
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.simda-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-compat demo lint format cuda-check cmake-build bench clean
+.PHONY: setup test test-compat demo lint format cuda-check cmake-build cmake-check bench clean
 
 $(STAMP): requirements-dev.txt setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,8 +43,13 @@ cmake-build: setup
 	$(VENV)/bin/cmake --build build/cmake -j "$${MAX_JOBS:-2}"
 	$(PY) scripts/check_extension.py build/cmake
 
+# The CMake build too, whenever nvcc is present (its include paths differ from setup.py's).
+cmake-check: setup
+	@if command -v nvcc >/dev/null 2>&1; then $(MAKE) --no-print-directory cmake-build; \
+	else echo "nvcc not found: skipping the CMake build check"; fi
+
 # tests/ for correctness; benchmarks/ once each at tiny CPU sizes (--benchmark-disable).
-test: lint cuda-check
+test: lint cuda-check cmake-check
 	TRITON_INTERPRET=1 $(PY) -m pytest -q tests benchmarks --benchmark-disable $(PYTEST_ARGS)
 
 # The oldest supported stack (the GPU machine's): its own venv, the extension built against

@@ -2,7 +2,6 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <ATen/cuda/CUDAContext.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -13,7 +12,13 @@ namespace simda {
 namespace {
 
 struct CudaLaunch {
-  int sm_count() const { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+  // (cudaDeviceGetAttribute, not ATen's device properties, whose header needs the cuBLAS and
+  // cuSPARSE headers, which a CMake build against a bare toolkit lacks)
+  int sm_count() const {
+    int count = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
+    return count;
+  }
   // SIMDA_ADAPTER_FRAMES_PER_BLOCK=N sets the frames each block writes (0 or unset: automatic).
   int frames_per_block() const {
     const char* value = std::getenv("SIMDA_ADAPTER_FRAMES_PER_BLOCK");

@@ -88,7 +88,7 @@ struct Geometry {
   int64_t sxb, sxc, sxf, sxt;  // x strides (elements)
   int64_t spb, spr, spf;       // dpre strides (backward; tokens contiguous)
   bool vec;                    // tiles move as 16-byte vectors (vector_loads)
-  int chunk;                   // output frames per block (frame_chunk); blockIdx.z = (b, chunk)
+  int chunk;                   // output frames per block (split_frames); blockIdx.z = (b, chunk)
   int chunks;                  // ceil(F / chunk)
 };
 
@@ -524,7 +524,8 @@ template <typename T> constexpr int bwd_rows() { return sizeof(T) == 4 ? 16 : 32
 constexpr size_t kMaxSmemBytes = 64 * 1024;
 constexpr int kRowParams = 5;  // forward: b_down, conv_w (3), conv_b per output channel
 
-// The launch grid is (R tiles, token tiles, B): y and z are limited to 65535 blocks.
+// The launch grid is (R tiles, token tiles, B * frame chunks): y and z are limited to 65535
+// blocks (split_frames keeps B * chunks within it).
 Geometry geometry(const at::Tensor& x, int64_t R) {
   constexpr int64_t kMaxGridYZ = 65535;
   TORCH_CHECK(x.size(0) <= kMaxGridYZ, "fused temporal adapter: batch size ", x.size(0),

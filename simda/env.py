@@ -184,7 +184,8 @@ def report(info: dict) -> str:
         else:
             auto = gpu["lsa_auto"]
             lsa_text = (
-                f"triton where measured faster: inference {_shapes(auto['forward'])}; "
+                f"triton where measured faster, at these shapes and at N within 2x of them "
+                f"(same dtype and D): inference {_shapes(auto['forward'])}; "
                 f"training {_shapes(auto['forward+backward'])}; the reference elsewhere"
             )
         lines.append(f'  backend="auto": latent_shift_attention -> {lsa_text}')

@@ -91,8 +91,9 @@ def lsa_config(
     capability and element size. ``block_m`` tiles queries, ``block_n`` keys.
 
     Keys are visited class by class (about N/16 keys each), so ``block_n`` follows N/16.
-    Sizes keep the 16-bit kernels free of register spills on sm_90 (fp32 variants may spill a
-    few bytes; ``scripts/triton_aot_report.py``, ``docs/kernels.md``).
+    Sizes keep the 16-bit kernels free of register spills on sm_90 at the shapes of SD 1.x at
+    512 px (fp32 variants, and the 16-bit dK/dV kernel at D = 160 with N >= 512, spill a few
+    dozen bytes; ``scripts/triton_aot_report.py``, ``docs/kernels.md``).
     Override with ``launch_config(fwd={...}, bwd_dq={...}, bwd_dkdv={...})``.
     """
     if INTERPRET or capability is None:  # the interpreter pays per op, not per element

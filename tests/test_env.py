@@ -81,8 +81,9 @@ def test_env_names_the_shapes_where_auto_runs_the_fused_kernel(monkeypatch):
     text = env.report(info)
     assert "GPU 0: GPU0 (sm_90, 80.0 GiB)" in text
     assert (
-        "latent_shift_attention -> triton where measured faster: inference float16 D=40 N=1024, "
-        "float16 D=40 N=4096; training float16 D=40 N=1024, float16 D=80 N=256" in text
+        "latent_shift_attention -> triton where measured faster, at these shapes and at N within "
+        "2x of them (same dtype and D): inference float16 D=40 N=1024, float16 D=40 N=4096; "
+        "training float16 D=40 N=1024, float16 D=80 N=256" in text
     )
     assert "latent_shift_attention -> reference: no measurement for sm_80" in text
     assert "lsa-sm80.json" in text

@@ -335,6 +335,9 @@ def test_vector_loads_need_alignment_and_whole_vectors(emulator):
     assert not sm90.uses_vector_loads(
         torch.randn(2, 40 * 3 * 32 + 1).half()[:, 1:].view(x.shape), w
     )
+    n = x.numel()  # every stride a multiple of 8 halves, the data pointer 2 bytes off
+    assert not sm90.uses_vector_loads(torch.randn(n + 8).half()[1 : 1 + n].view(x.shape), w)
+    assert sm90.uses_vector_loads(torch.randn(n + 8).half()[8 : 8 + n].view(x.shape), w)
     assert not sm90.uses_vector_loads(x, torch.randn(20 * 40 + 1).half()[1:].view(20, 40))
     assert not sm90.uses_vector_loads(x[:, :36], w[:, :36])  # C not a multiple of 8 halves
     assert sm90.uses_vector_loads(x[:, :36].float(), w[:, :36].float())  # but of 4 floats
