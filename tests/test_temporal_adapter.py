@@ -236,10 +236,23 @@ def test_gpu_matches_reference(dtype, frames, channels):
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last", "sliced", "cropped"])
 @pytest.mark.parametrize("act", reference.TEMPORAL_ACTS)
-def test_gpu_layouts(layout, act):
+@pytest.mark.parametrize("h, w", [(11, 13), (8, 8)])  # tiles element by element; in vectors
+def test_gpu_layouts(layout, act, h, w):
     if temporal_adapter.extension() is None:
         pytest.skip(temporal_adapter.extension_error())
-    check(layouts(2, 64, 5, 11, 13, torch.float16)[layout], act)
+    check(layouts(2, 64, 5, h, w, torch.float16)[layout], act)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_block", [1, 3])
+def test_gpu_split_frames(monkeypatch, dtype, per_block):
+    """Blocks writing 1 or 3 of 7 frames (SIMDA_ADAPTER_FRAMES_PER_BLOCK, read at each call)."""
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    monkeypatch.setenv("SIMDA_ADAPTER_FRAMES_PER_BLOCK", str(per_block))
+    check(layouts(2, 64, 7, 8, 8, dtype)["ncdhw"], "gelu")
 
 
 @pytest.fixture(scope="module")
