@@ -13,6 +13,7 @@ at::Tensor temporal_adapter_forward(const at::Tensor& x, const at::Tensor& w_dow
 std::vector<at::Tensor> temporal_adapter_backward(const at::Tensor& dy, const at::Tensor& x,
                                                   const at::Tensor& w_down, const at::Tensor& b_down,
                                                   const at::Tensor& conv_w, bool gelu);
+std::vector<int64_t> temporal_adapter_archs();
 }  // namespace simda
 
 namespace {
@@ -82,4 +83,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("temporal_adapter_backward", &backward,
         "grads (x, w_down, b_down, conv_w, conv_b) of temporal_adapter_forward", py::arg("grad"),
         py::arg("x"), py::arg("w_down"), py::arg("b_down"), py::arg("conv_w"), py::arg("act"));
+  m.def("archs", &simda::temporal_adapter_archs,
+        "the GPU architectures this build holds kernels for, as nvcc numbers them (900: sm_90)");
 }

@@ -35,6 +35,15 @@ struct CudaLaunch {
 
 }  // namespace
 
+// The GPU architectures this build holds kernels for, as nvcc numbers them (900 for sm_90).
+std::vector<int64_t> temporal_adapter_archs() {
+#ifdef __CUDA_ARCH_LIST__
+  return {__CUDA_ARCH_LIST__};
+#else
+  return {};
+#endif
+}
+
 at::Tensor temporal_adapter_forward(const at::Tensor& x, const at::Tensor& w_down,
                                     const at::Tensor& b_down, const at::Tensor& conv_w,
                                     const at::Tensor& conv_b, bool gelu) {

@@ -10,7 +10,7 @@ import sys
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-EXPECTED = ("temporal_adapter_forward", "temporal_adapter_backward")
+EXPECTED = ("temporal_adapter_forward", "temporal_adapter_backward", "archs")
 
 
 def main(build_dir: str) -> int:
@@ -25,7 +25,8 @@ def main(build_dir: str) -> int:
     if missing:
         print(f"{found[0]} lacks {missing}", file=sys.stderr)
         return 1
-    print(f"CUDA extension OK: {found[0]} exports {', '.join(EXPECTED)}")
+    archs = ", ".join(f"sm_{a // 10}" for a in module.archs()) or "?"
+    print(f"CUDA extension OK: {found[0]} exports {', '.join(EXPECTED)}, built for {archs}")
     return 0
 
 

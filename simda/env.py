@@ -62,6 +62,27 @@ def lsa_auto_shapes(capability) -> dict[str, list[dict]]:
     return wins
 
 
+def _arch_name(arch: int) -> str:
+    return f"sm_{arch // 10}"  # nvcc's numbering: 900 is sm_90, 1200 sm_120
+
+
+def arch_fit(archs, capability) -> str | None:
+    """Why a build of ``simda_kernels._C`` for ``archs`` (nvcc's numbers, 900 = sm_90) may not
+    run on a GPU of ``capability``, or None when it holds kernels for it (same major version,
+    minor at most the GPU's) or the build's architectures are unknown."""
+    if not archs:
+        return None
+    major, minor = capability
+    built = [(a // 100, a % 100 // 10) for a in archs]
+    if any(m == major and n <= minor for m, n in built):
+        return None
+    names = ", ".join(map(_arch_name, archs))
+    fix = f'rebuild with TORCH_CUDA_ARCH_LIST="{major}.{minor}"'
+    if any(b < (major, minor) for b in built):
+        return f"built for {names}: runs here only from embedded PTX (+PTX builds); {fix}"
+    return f"built for {names}, no kernels for sm_{major}{minor}: {fix}"
+
+
 def _gpus() -> list[dict]:
     import torch
 
@@ -70,7 +91,8 @@ def _gpus() -> list[dict]:
     gpus = []
     if not torch.cuda.is_available():
         return gpus
-    has_ext = temporal_adapter.extension(jit=False) is not None
+    ext = temporal_adapter.extension(jit=False)
+    archs = _archs(ext)
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         capability = (props.major, props.minor)
@@ -83,10 +105,16 @@ def _gpus() -> list[dict]:
                 "memory_gib": round(props.total_memory / 2**30, 1),
                 "lsa_measured": measured,
                 "lsa_auto": lsa_auto_shapes(capability) if lsa.HAS_TRITON else None,
-                "adapter_auto": "cuda" if has_ext else "reference",
+                "adapter_auto": "cuda" if ext is not None else "reference",
+                "adapter_arch_note": arch_fit(archs, capability),
             }
         )
     return gpus
+
+
+def _archs(ext) -> list[int] | None:
+    fn = getattr(ext, "archs", None)  # absent from builds older than this function
+    return [int(a) for a in fn()] if fn is not None else None
 
 
 def collect() -> dict:
@@ -111,6 +139,7 @@ def collect() -> dict:
         "extension": {
             "built": ext is not None,
             "path": getattr(ext, "__file__", None),
+            "archs": _archs(ext),
             "error": None if ext is not None else temporal_adapter.extension_error(),
             "jit_opt_in": os.environ.get("SIMDA_JIT_BUILD", "0") == "1",
         },
@@ -149,7 +178,8 @@ def report(info: dict) -> str:
 
     ext = info["extension"]
     if ext["built"]:
-        lines.append(f"CUDA extension simda_kernels._C: built ({ext['path']})")
+        archs = ", ".join(map(_arch_name, ext["archs"] or ())) or "unknown architectures"
+        lines.append(f"CUDA extension simda_kernels._C: built for {archs} ({ext['path']})")
     else:
         how = (
             "SIMDA_JIT_BUILD=1 is set: it compiles on first use"
@@ -194,5 +224,7 @@ def report(info: dict) -> str:
             if gpu["adapter_auto"] == "cuda"
             else "reference (the extension is not built)"
         )
+        if gpu["adapter_arch_note"]:
+            adapter += f"; but {gpu['adapter_arch_note']}"
         lines.append(f'  backend="auto": fused_temporal_adapter -> {adapter}')
     return "\n".join(lines)

@@ -43,7 +43,7 @@ def test_env_never_builds_the_extension(monkeypatch):
         assert "SIMDA_JIT_BUILD=1 is set: it compiles on first use" in env.report(info)
 
 
-def fake_gpus(monkeypatch, *capabilities, extension=True):
+def fake_gpus(monkeypatch, *capabilities, extension=True, archs=(900,)):
     props = [
         types.SimpleNamespace(name=f"GPU{i}", major=a, minor=b, total_memory=80 * 2**30)
         for i, (a, b) in enumerate(capabilities)
@@ -51,7 +51,9 @@ def fake_gpus(monkeypatch, *capabilities, extension=True):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
-    ext = types.SimpleNamespace(__file__="/x/_C.so") if extension else None
+    ext = (
+        types.SimpleNamespace(__file__="/x/_C.so", archs=lambda: list(archs)) if extension else None
+    )
     monkeypatch.setattr(temporal_adapter, "extension", lambda jit=None: ext)
 
 
@@ -87,7 +89,12 @@ def test_env_names_the_shapes_where_auto_runs_the_fused_kernel(monkeypatch):
     )
     assert "latent_shift_attention -> reference: no measurement for sm_80" in text
     assert "lsa-sm80.json" in text
-    assert text.count("fused_temporal_adapter -> cuda (the extension)") == 2
+    assert "fused_temporal_adapter -> cuda (the extension)\n" in text + "\n"  # sm_90
+    assert (
+        "cuda (the extension); but built for sm_90, no kernels for sm_80: rebuild with "
+        'TORCH_CUDA_ARCH_LIST="8.0"' in text
+    )
+    assert "CUDA extension simda_kernels._C: built for sm_90 (/x/_C.so)" in text
     json.dumps(info)  # `simda env --json` can print it
 
 
@@ -97,3 +104,13 @@ def test_env_on_a_gpu_without_the_extension(monkeypatch):
     text = env.report(env.collect())
     assert "fused_temporal_adapter -> reference (the extension is not built)" in text
     assert "Attention measurements (simda_kernels/measured): none" in text
+
+
+def test_arch_fit_says_when_the_build_has_no_kernels_for_a_gpu():
+    assert env.arch_fit([800], (8, 6)) is None  # sm_80 code runs on sm_86
+    assert env.arch_fit([750, 800, 900], (9, 0)) is None
+    assert env.arch_fit(None, (9, 0)) is None and env.arch_fit([], (9, 0)) is None  # unknown
+    assert env.arch_fit([900], (8, 0)).startswith("built for sm_90, no kernels for sm_80")
+    assert env.arch_fit([860], (8, 0)).startswith("built for sm_86, no kernels for sm_80")
+    newer = env.arch_fit([800, 900], (12, 0))
+    assert "runs here only from embedded PTX" in newer and 'TORCH_CUDA_ARCH_LIST="12.0"' in newer
