@@ -62,23 +62,19 @@ def lsa_auto_shapes(capability) -> dict[str, list[dict]]:
     return wins
 
 
-def _arch_name(arch: int) -> str:
-    return f"sm_{arch // 10}"  # nvcc's numbering: 900 is sm_90, 1200 sm_120
-
-
 def arch_fit(archs, capability) -> str | None:
     """Why a build of ``simda_kernels._C`` for ``archs`` (nvcc's numbers, 900 = sm_90) may not
-    run on a GPU of ``capability``, or None when it holds kernels for it (same major version,
-    minor at most the GPU's) or the build's architectures are unknown."""
-    if not archs:
+    run on a GPU of ``capability``, or None when it holds kernels for it or the build's
+    architectures are unknown (``temporal_adapter.runs_on``)."""
+    from simda_kernels import temporal_adapter
+
+    runs = temporal_adapter.runs_on(capability, archs)
+    if runs or not archs:
         return None
     major, minor = capability
-    built = [(a // 100, a % 100 // 10) for a in archs]
-    if any(m == major and n <= minor for m, n in built):
-        return None
-    names = ", ".join(map(_arch_name, archs))
+    names = temporal_adapter.arch_names(archs)
     fix = f'rebuild with TORCH_CUDA_ARCH_LIST="{major}.{minor}"'
-    if any(b < (major, minor) for b in built):
+    if runs is None:
         return f"built for {names}: runs here only from embedded PTX (+PTX builds); {fix}"
     return f"built for {names}, no kernels for sm_{major}{minor}: {fix}"
 
@@ -92,7 +88,7 @@ def _gpus() -> list[dict]:
     if not torch.cuda.is_available():
         return gpus
     ext = temporal_adapter.extension(jit=False)
-    archs = _archs(ext)
+    archs = temporal_adapter.extension_archs(ext)
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         capability = (props.major, props.minor)
@@ -110,11 +106,6 @@ def _gpus() -> list[dict]:
             }
         )
     return gpus
-
-
-def _archs(ext) -> list[int] | None:
-    fn = getattr(ext, "archs", None)  # absent from builds older than this function
-    return [int(a) for a in fn()] if fn is not None else None
 
 
 def collect() -> dict:
@@ -139,7 +130,9 @@ def collect() -> dict:
         "extension": {
             "built": ext is not None,
             "path": getattr(ext, "__file__", None),
-            "archs": _archs(ext),
+            "archs": (
+                list(temporal_adapter.extension_archs(ext) or ()) if ext is not None else None
+            ),
             "error": None if ext is not None else temporal_adapter.extension_error(),
             "jit_opt_in": os.environ.get("SIMDA_JIT_BUILD", "0") == "1",
         },
@@ -178,7 +171,7 @@ def report(info: dict) -> str:
 
     ext = info["extension"]
     if ext["built"]:
-        archs = ", ".join(map(_arch_name, ext["archs"] or ())) or "unknown architectures"
+        archs = ", ".join(f"sm_{a // 10}" for a in ext["archs"] or ()) or "unknown architectures"
         lines.append(f"CUDA extension simda_kernels._C: built for {archs} ({ext['path']})")
     else:
         how = (

@@ -171,6 +171,20 @@ def latent_shift_attention(
     return reference.latent_shift_attention(q, k, v, frames, height, width, layout, scale)
 
 
+def _no_kernels_for(x) -> str | None:
+    """Why the built extension cannot run on x's GPU (built only for newer architectures)."""
+    archs = temporal_adapter.extension_archs()
+    capability = torch.cuda.get_device_capability(x.device)
+    if temporal_adapter.runs_on(capability, archs) is not False:
+        return None
+    major, minor = capability
+    return (
+        f"simda_kernels._C was built for {temporal_adapter.arch_names(archs)} and has no kernels "
+        f"for this GPU (sm_{major}{minor}): rebuild it with "
+        f'TORCH_CUDA_ARCH_LIST="{major}.{minor}" pip install --no-build-isolation .'
+    )
+
+
 def _adapter_backend(backend, x):
     if backend == "reference":
         return "reference"
@@ -184,6 +198,9 @@ def _adapter_backend(backend, x):
                 f"backend='cuda': {temporal_adapter.extension_error()}; build it with "
                 "`pip install --no-build-isolation .` or set SIMDA_JIT_BUILD=1"
             )
+        why = _no_kernels_for(x)
+        if why:
+            raise RuntimeError(f"backend='cuda': {why}")
         return "cuda"
     if not x.is_cuda or x.dtype == torch.float64:
         return "reference"
@@ -193,6 +210,10 @@ def _adapter_backend(backend, x):
             f"{temporal_adapter.extension_error()}: the temporal "
             "adapter falls back to the PyTorch reference on CUDA",
         )
+        return "reference"
+    why = _no_kernels_for(x)
+    if why:
+        warn_once("adapter-no-arch", f"{why}; the temporal adapter falls back to the reference")
         return "reference"
     return "cuda"
 

@@ -56,6 +56,44 @@ def extension_error() -> str:
     return _EXT_ERROR or "simda_kernels._C is not available"
 
 
+_EXT_ARCHS: list = []  # the loaded extension's archs, once read
+
+
+def extension_archs(ext=None) -> tuple[int, ...] | None:
+    """The GPU architectures the extension holds kernels for, as nvcc numbers them (900 for
+    sm_90); None when unknown (no extension, or a build older than ``archs()``). Read once for
+    the loaded extension (so that ``backend="auto"`` stays plain Python under torch.compile)."""
+    loaded = ext is None or ext is _EXT
+    ext = extension() if ext is None else ext
+    if ext is None:
+        return None
+    if loaded and _EXT_ARCHS and _EXT_ARCHS[0] is ext:
+        return _EXT_ARCHS[1]
+    fn = getattr(ext, "archs", None)
+    archs = tuple(int(a) for a in fn()) if fn is not None else None
+    if loaded:
+        _EXT_ARCHS[:] = [ext, archs]
+    return archs
+
+
+def arch_names(archs) -> str:
+    return ", ".join(f"sm_{a // 10}" for a in archs)  # nvcc's numbers: 900 is sm_90
+
+
+def runs_on(capability, archs) -> bool | None:
+    """Whether a build for ``archs`` has kernels for a GPU of ``capability``: True when one
+    arch has the GPU's major version and at most its minor (sm_80 code runs on sm_86); False
+    when every arch is newer than the GPU (nothing can run); None when unknown (no archs, or
+    only older major versions, which run only if the build embedded PTX)."""
+    if not archs:
+        return None
+    built = [(a // 100, a % 100 // 10) for a in archs]
+    major, minor = capability
+    if any(m == major and n <= minor for m, n in built):
+        return True
+    return None if any(b < (major, minor) for b in built) else False
+
+
 def _jit_build():
     from simda_kernels import _toolchain
 

@@ -481,3 +481,34 @@ def test_a_missing_extension_is_looked_for_once(monkeypatch):
     assert temporal_adapter.extension() is None
     assert len(tries) == 1
     assert "not built" in temporal_adapter.extension_error()
+
+
+def test_a_build_without_kernels_for_the_gpu_falls_back_or_says_how_to_rebuild(monkeypatch):
+    """An extension built for sm_90 only, on an sm_80 card: `auto` warns and uses the
+    reference, `cuda` names the architectures and the rebuild; on sm_90 both run it."""
+    import types
+
+    from simda_kernels import dispatch
+
+    fake = types.SimpleNamespace(archs=lambda: [900])
+    monkeypatch.setattr(temporal_adapter, "_EXT", fake)
+    monkeypatch.setattr(temporal_adapter, "_EXT_ARCHS", [])
+    monkeypatch.setattr(dispatch, "_warned", set())
+    capability = [(8, 0)]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[0])
+    x = types.SimpleNamespace(is_cuda=True, dtype=torch.float16, device=torch.device("cuda", 0))
+    with pytest.raises(RuntimeError, match="built for sm_90 and has no kernels for this GPU"):
+        dispatch._adapter_backend("cuda", x)
+    with pytest.warns(RuntimeWarning, match='TORCH_CUDA_ARCH_LIST="8.0"') as caught:
+        assert dispatch._adapter_backend("auto", x) == "reference"
+    assert "falls back to the reference" in str(caught[0].message)
+    capability[0] = (9, 0)
+    assert dispatch._adapter_backend("auto", x) == dispatch._adapter_backend("cuda", x) == "cuda"
+
+
+def test_which_builds_run_on_which_gpus():
+    runs_on = temporal_adapter.runs_on
+    assert runs_on((8, 6), [800]) and runs_on((9, 0), [750, 800, 900])
+    assert runs_on((8, 0), [900]) is False and runs_on((8, 0), [860]) is False
+    assert runs_on((12, 0), [800, 900]) is None  # only from embedded PTX
+    assert runs_on((9, 0), None) is None and runs_on((9, 0), ()) is None
