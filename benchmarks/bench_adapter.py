@@ -13,8 +13,8 @@ writes it: 1x1x1 Conv3d, GELU, depthwise (3,1,1) Conv3d. Without a GPU: tiny CPU
 
 from __future__ import annotations
 
-import contextlib
 import os
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -68,20 +68,6 @@ def saved_mib(fn, *leaves) -> float:
     return total[0] / 2**20
 
 
-@contextlib.contextmanager
-def frames_per_block(n: int):
-    """SIMDA_ADAPTER_FRAMES_PER_BLOCK=n while inside (the extension reads it at every call)."""
-    saved = os.environ.get("SIMDA_ADAPTER_FRAMES_PER_BLOCK")
-    os.environ["SIMDA_ADAPTER_FRAMES_PER_BLOCK"] = str(n)
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["SIMDA_ADAPTER_FRAMES_PER_BLOCK"]
-        else:
-            os.environ["SIMDA_ADAPTER_FRAMES_PER_BLOCK"] = saved
-
-
 def run_shape(b, c, frames, h, w, dtype, device):
     r = c // 2
     # diffusers' (B*F, C, H, W) feature map seen as a video: no copy.
@@ -108,7 +94,8 @@ def run_shape(b, c, frames, h, w, dtype, device):
 
         attempt(row, f"{name}_fwdbwd_ms", lambda step=step: bench_ms(step, device))
         attempt(row, f"{name}_saved_mib", lambda fn=fn: saved_mib(fn, *leaves))
-    with torch.no_grad(), frames_per_block(frames):
+    # the extension reads SIMDA_ADAPTER_FRAMES_PER_BLOCK at every call
+    with torch.no_grad(), mock.patch.dict(os.environ, SIMDA_ADAPTER_FRAMES_PER_BLOCK=str(frames)):
         attempt(row, "fused_whole_clip_ms", lambda: bench_ms(lambda: fused(x, *p), device))
     moved = (x.numel() + b * r * frames * h * w) * x.element_size()
     row["fused_gbps"] = ratio(moved / 1e6, row["fused_ms"])

@@ -567,6 +567,20 @@ inline void split_frames(Geometry& g, int64_t blocks_per_frame_span, int64_t bat
   g.chunks = (g.F + chunk - 1) / chunk;
 }
 
+// The launch grid of a kernel with rt output channels per block: (channel tiles, token tiles,
+// B * frame chunks), the frames split as split_frames decides (which it records in g).
+template <typename Launch>
+dim3 launch_grid(Geometry& g, int rt, int64_t batch, const Launch& launch) {
+  const int64_t channel_tiles = (g.R + rt - 1) / rt, token_tiles = (g.T + kTT - 1) / kTT;
+  split_frames(g, channel_tiles * token_tiles * batch, batch, launch.sm_count(), launch.frames_per_block());
+  return dim3(static_cast<unsigned>(channel_tiles), static_cast<unsigned>(token_tiles),
+              static_cast<unsigned>(batch * g.chunks));
+}
+
+// Whether x's channels are its contiguous dimension (channels-last): tiles are then gathered
+// along channels instead of tokens.
+inline bool channels_last_layout(const at::Tensor& x) { return x.stride(1) == 1 && x.size(1) > 1; }
+
 // Calls fn(T{}) with the CUDA element type of fp16 / bf16 / fp32.
 template <typename Fn>
 void dispatch_dtype(at::ScalarType st, Fn&& fn) {
@@ -595,7 +609,7 @@ bool vector_loads(const at::Tensor& x, const at::Tensor& w_down, const Geometry&
 // Which load path the kernels take for these inputs (x and w_down as the binding passes them).
 inline bool uses_vector_loads(const at::Tensor& x, const at::Tensor& w_down) {
   const Geometry g = geometry(x, w_down.size(0));
-  const bool channels_last = x.stride(1) == 1 && x.size(1) > 1;
+  const bool channels_last = channels_last_layout(x);
   bool vec = false;
   dispatch_dtype(x.scalar_type(), [&](auto tag) { vec = vector_loads<decltype(tag)>(x, w_down, g, channels_last); });
   return vec;
@@ -614,16 +628,14 @@ at::Tensor forward_impl(const at::Tensor& x, const at::Tensor& w_down, const at:
   auto y = at::empty({B, R, F, x.size(3), x.size(4)}, x.options());
   if (y.numel() == 0) return y;
   Geometry g = geometry(x, R);
-  const bool channels_last = x.stride(1) == 1 && x.size(1) > 1;
+  const bool channels_last = channels_last_layout(x);
   dispatch_dtype(x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     g.vec = vector_loads<T>(x, w_down, g, channels_last);
     constexpr int RT = fwd_rows<T>();
     constexpr size_t smem = smem_bytes<RT>(sizeof(T), 1, kRowParams);
     static_assert(smem <= kMaxSmemBytes, "forward tile exceeds the shared-memory budget");
-    const int64_t tiles = (R + RT - 1) / RT * ((g.T + kTT - 1) / kTT);
-    split_frames(g, tiles * B, B, launch.sm_count(), launch.frames_per_block());
-    const dim3 grid((R + RT - 1) / RT, (g.T + kTT - 1) / kTT, B * g.chunks);
+    const dim3 grid = launch_grid(g, RT, B, launch);
     launch(temporal_adapter_fwd_kernel<T, RT>, grid, smem,
            reinterpret_cast<const T*>(x.const_data_ptr()), reinterpret_cast<const T*>(w_down.const_data_ptr()),
            reinterpret_cast<const T*>(b_down.const_data_ptr()), reinterpret_cast<const T*>(conv_w.const_data_ptr()),
@@ -639,7 +651,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
                                       const Launch& launch) {
   const int64_t B = x.size(0), C = x.size(1), R = w_down.size(0), F = x.size(2);
   Geometry g = geometry(x, R);
-  const bool channels_last = x.stride(1) == 1 && x.size(1) > 1;
+  const bool channels_last = channels_last_layout(x);
   // dpre follows x's order of frames and channels, so that both GEMMs below read x in place:
   // frames outside channels (diffusers' (B*F, C, H, W) viewed as video, or channels-last)
   // -> dpre (B, F, R, T); channels outside frames (NCDHW) -> dpre (B, R, F, T).
@@ -649,8 +661,7 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
   g.spb = R * F * g.T;
   g.spr = frames_outer ? g.T : F * g.T;
   g.spf = frames_outer ? R * g.T : g.T;
-  const int64_t tiles = (g.T + kTT - 1) / kTT;
-  // per-block partial sums, (B * chunks * tiles, R): one row per block of one channel tile
+  // per-block partial sums, (B * chunks * token tiles, R): one row per block of a channel tile
   auto f32 = x.options().dtype(at::kFloat);
   auto part_db = at::zeros({1, R}, f32);
   auto part_dcb = at::zeros({1, R}, f32);
@@ -663,12 +674,11 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
       static_assert(RT * kTT <= kKC * kLdX, "the dpre staging tile must fit in sX");
       constexpr size_t smem = smem_bytes<RT>(sizeof(T), 2, 0);
       static_assert(smem <= kMaxSmemBytes, "backward tile exceeds the shared-memory budget");
-      split_frames(g, (R + RT - 1) / RT * tiles * B, B, launch.sm_count(), launch.frames_per_block());
-      const int64_t parts = B * g.chunks * tiles;
+      const dim3 grid = launch_grid(g, RT, B, launch);
+      const int64_t parts = int64_t{grid.z} * grid.y;
       part_db = at::zeros({parts, R}, f32);
       part_dcb = at::zeros({parts, R}, f32);
       part_dcw = at::zeros({parts, R, 3}, f32);
-      const dim3 grid((R + RT - 1) / RT, tiles, B * g.chunks);
       launch(temporal_adapter_bwd_kernel<T, RT>, grid, smem,
              reinterpret_cast<const T*>(dy.const_data_ptr()), reinterpret_cast<const T*>(x.const_data_ptr()),
              reinterpret_cast<const T*>(w_down.const_data_ptr()), reinterpret_cast<const T*>(b_down.const_data_ptr()),

@@ -79,16 +79,16 @@ def arch_fit(archs, capability) -> str | None:
     return f"built for {names}, no kernels for sm_{major}{minor}: {fix}"
 
 
-def _gpus() -> list[dict]:
+def _gpus(ext, archs) -> list[dict]:
+    """Each GPU and what ``backend="auto"`` runs on it, given the extension (or None) and the
+    architectures it was built for."""
     import torch
 
-    from simda_kernels import dispatch, lsa, temporal_adapter
+    from simda_kernels import dispatch, lsa
 
     gpus = []
     if not torch.cuda.is_available():
         return gpus
-    ext = temporal_adapter.extension(jit=False)
-    archs = temporal_adapter.extension_archs(ext)
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         capability = (props.major, props.minor)
@@ -116,6 +116,7 @@ def collect() -> dict:
     from simda_kernels import dispatch, lsa, temporal_adapter
 
     ext = temporal_adapter.extension(jit=False)
+    archs = temporal_adapter.extension_archs(ext)
     return {
         "simda": simda.__version__,
         "simda_path": os.path.dirname(os.path.abspath(simda.__file__)),
@@ -125,14 +126,12 @@ def collect() -> dict:
         "packages": {name: _version(name) for name in PACKAGES} | {"torch": torch.__version__},
         "torch_cuda": torch.version.cuda,  # None for a CPU build of torch
         "cuda_available": torch.cuda.is_available(),
-        "gpus": _gpus(),
+        "gpus": _gpus(ext, archs),
         "triton": {"installed": lsa.HAS_TRITON, "interpreter": lsa.INTERPRET},
         "extension": {
             "built": ext is not None,
             "path": getattr(ext, "__file__", None),
-            "archs": (
-                list(temporal_adapter.extension_archs(ext) or ()) if ext is not None else None
-            ),
+            "archs": list(archs) if archs is not None else None,
             "error": None if ext is not None else temporal_adapter.extension_error(),
             "jit_opt_in": os.environ.get("SIMDA_JIT_BUILD", "0") == "1",
         },
@@ -169,9 +168,11 @@ def report(info: dict) -> str:
             )
         lines.append(f"  {name:<{width}}  {version or 'not installed'}{extra}")
 
+    from simda_kernels import temporal_adapter
+
     ext = info["extension"]
     if ext["built"]:
-        archs = ", ".join(f"sm_{a // 10}" for a in ext["archs"] or ()) or "unknown architectures"
+        archs = temporal_adapter.arch_names(ext["archs"] or ()) or "unknown architectures"
         lines.append(f"CUDA extension simda_kernels._C: built for {archs} ({ext['path']})")
     else:
         how = (

@@ -60,11 +60,12 @@ _EXT_ARCHS: list = []  # the loaded extension's archs, once read
 
 
 def extension_archs(ext=None) -> tuple[int, ...] | None:
-    """The GPU architectures the extension holds kernels for, as nvcc numbers them (900 for
-    sm_90); None when unknown (no extension, or a build older than ``archs()``). Read once for
-    the loaded extension (so that ``backend="auto"`` stays plain Python under torch.compile)."""
+    """The GPU architectures ``ext`` (default: the extension already loaded; this never loads
+    or builds one) holds kernels for, as nvcc numbers them (900 for sm_90); None when unknown
+    (no extension, or a build older than ``archs()``). Read once for the loaded extension (so
+    that ``backend="auto"`` stays plain Python under torch.compile)."""
     loaded = ext is None or ext is _EXT
-    ext = extension() if ext is None else ext
+    ext = _EXT if ext is None else ext
     if ext is None:
         return None
     if loaded and _EXT_ARCHS and _EXT_ARCHS[0] is ext:

@@ -300,9 +300,9 @@ inline void launch(dim3 grid, unsigned threads, size_t smem_bytes, size_t smem_l
 namespace emu {
 
 // Faults the emulator must catch (its own test): "misaligned" loads a wmma tile from a pointer
-// that is not 32-byte aligned, "misaligned_vector" checks a 16-byte access 8 bytes off, "partial_warp" stores a tile from 31 lanes of a warp,
-// "divergent_pointers" stores with one lane pointing elsewhere, "smem" asks for more shared
-// memory than sm_75 has.
+// that is not 32-byte aligned, "misaligned_vector" checks a 16-byte access 8 bytes off,
+// "partial_warp" stores a tile from 31 lanes of a warp, "divergent_pointers" stores with one
+// lane pointing elsewhere, "smem" asks for more shared memory than sm_75 has.
 inline void self_test(const std::string& fault) {
   if (fault == "misaligned") {
     launch(dim3(1, 1, 1), 32, 1024, smem_optin_limit(900), 0, [] {
