@@ -10,6 +10,8 @@ import sys
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
+from simda_kernels.temporal_adapter import arch_names
+
 EXPECTED = ("temporal_adapter_forward", "temporal_adapter_backward", "archs")
 
 
@@ -25,7 +27,7 @@ def main(build_dir: str) -> int:
     if missing:
         print(f"{found[0]} lacks {missing}", file=sys.stderr)
         return 1
-    archs = ", ".join(f"sm_{a // 10}" for a in module.archs()) or "?"
+    archs = arch_names(module.archs()) or "?"
     print(f"CUDA extension OK: {found[0]} exports {', '.join(EXPECTED)}, built for {archs}")
     return 0
 

@@ -62,29 +62,12 @@ def lsa_auto_shapes(capability) -> dict[str, list[dict]]:
     return wins
 
 
-def arch_fit(archs, capability) -> str | None:
-    """Why a build of ``simda_kernels._C`` for ``archs`` (nvcc's numbers, 900 = sm_90) may not
-    run on a GPU of ``capability``, or None when it holds kernels for it or the build's
-    architectures are unknown (``temporal_adapter.runs_on``)."""
-    from simda_kernels import temporal_adapter
-
-    runs = temporal_adapter.runs_on(capability, archs)
-    if runs or not archs:
-        return None
-    major, minor = capability
-    names = temporal_adapter.arch_names(archs)
-    fix = f'rebuild with TORCH_CUDA_ARCH_LIST="{major}.{minor}"'
-    if runs is None:
-        return f"built for {names}: runs here only from embedded PTX (+PTX builds); {fix}"
-    return f"built for {names}, no kernels for sm_{major}{minor}: {fix}"
-
-
 def _gpus(ext, archs) -> list[dict]:
     """Each GPU and what ``backend="auto"`` runs on it, given the extension (or None) and the
     architectures it was built for."""
     import torch
 
-    from simda_kernels import dispatch, lsa
+    from simda_kernels import dispatch, lsa, temporal_adapter
 
     gpus = []
     if not torch.cuda.is_available():
@@ -102,7 +85,7 @@ def _gpus(ext, archs) -> list[dict]:
                 "lsa_measured": measured,
                 "lsa_auto": lsa_auto_shapes(capability) if lsa.HAS_TRITON else None,
                 "adapter_auto": "cuda" if ext is not None else "reference",
-                "adapter_arch_note": arch_fit(archs, capability),
+                "adapter_arch_note": temporal_adapter.arch_fit(capability, archs),
             }
         )
     return gpus

@@ -177,12 +177,8 @@ def _no_kernels_for(x) -> str | None:
     capability = torch.cuda.get_device_capability(x.device)
     if temporal_adapter.runs_on(capability, archs) is not False:
         return None
-    major, minor = capability
-    return (
-        f"simda_kernels._C was built for {temporal_adapter.arch_names(archs)} and has no kernels "
-        f"for this GPU (sm_{major}{minor}): rebuild it with "
-        f'TORCH_CUDA_ARCH_LIST="{major}.{minor}" pip install --no-build-isolation .'
-    )
+    why = temporal_adapter.arch_fit(capability, archs)
+    return f"simda_kernels._C was {why} pip install --no-build-isolation ."
 
 
 def _adapter_backend(backend, x):

@@ -95,6 +95,20 @@ def runs_on(capability, archs) -> bool | None:
     return None if any(b < (major, minor) for b in built) else False
 
 
+def arch_fit(capability, archs) -> str | None:
+    """Why a build for ``archs`` (nvcc's numbers, 900 = sm_90) may not run on a GPU of
+    ``capability``, with the rebuild that fixes it; None when it holds kernels for the GPU or
+    its architectures are unknown (see ``runs_on``)."""
+    runs = runs_on(capability, archs)
+    if runs or not archs:
+        return None
+    major, minor = capability
+    built, fix = arch_names(archs), f'rebuild with TORCH_CUDA_ARCH_LIST="{major}.{minor}"'
+    if runs is None:
+        return f"built for {built}: runs here only from embedded PTX (+PTX builds); {fix}"
+    return f"built for {built}, no kernels for sm_{major}{minor}: {fix}"
+
+
 def _jit_build():
     from simda_kernels import _toolchain
 

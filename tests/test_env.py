@@ -107,10 +107,11 @@ def test_env_on_a_gpu_without_the_extension(monkeypatch):
 
 
 def test_arch_fit_says_when_the_build_has_no_kernels_for_a_gpu():
-    assert env.arch_fit([800], (8, 6)) is None  # sm_80 code runs on sm_86
-    assert env.arch_fit([750, 800, 900], (9, 0)) is None
-    assert env.arch_fit(None, (9, 0)) is None and env.arch_fit([], (9, 0)) is None  # unknown
-    assert env.arch_fit([900], (8, 0)).startswith("built for sm_90, no kernels for sm_80")
-    assert env.arch_fit([860], (8, 0)).startswith("built for sm_86, no kernels for sm_80")
-    newer = env.arch_fit([800, 900], (12, 0))
+    arch_fit = temporal_adapter.arch_fit
+    assert arch_fit((8, 6), [800]) is None  # sm_80 code runs on sm_86
+    assert arch_fit((9, 0), [750, 800, 900]) is None
+    assert arch_fit((9, 0), None) is None and arch_fit((9, 0), []) is None  # unknown
+    assert arch_fit((8, 0), [900]).startswith("built for sm_90, no kernels for sm_80")
+    assert arch_fit((8, 0), [860]).startswith("built for sm_86, no kernels for sm_80")
+    newer = arch_fit((12, 0), [800, 900])
     assert "runs here only from embedded PTX" in newer and 'TORCH_CUDA_ARCH_LIST="12.0"' in newer
