@@ -9,10 +9,10 @@
 # With the device tool's 15 minutes (start-up included; at most 10 per command): first call
 #   `BUDGET=420 bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 450, carry .whl),
 # which answers the kernel issues (correctness on hardware, both side-by-side tables) and
-# leaves time for one more call. Estimate for it: build ~40 s; GPU tests ~1.5 min (about 100
+# leaves time for one more call. Estimate for it: build ~40 s; GPU tests ~1.5 min (about 150
 # Triton compilations, ~1 s each in 16 bits and ~3.5 s in fp32, measured for sm_90 on one CPU
-# core with triton 3.6, plus one Inductor compile: ~2.5 min, run in four processes side by
-# side); 12 attention rows of ~6 s; 12 adapter rows (fp16, bf16) of ~10 s,
+# core with triton 3.6, plus two Inductor compiles: ~3.5 min, run in five processes side by
+# side); 12 attention rows of ~6 s; 14 adapter rows (fp16, bf16) of ~10 s,
 # each compiling its torch.compile column afresh: about 6 minutes. Stages print rows as they
 # are measured, so a stage cut short by BUDGET still leaves its first rows. Then
 # `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
@@ -56,7 +56,7 @@ fi
 if python3 -c "import sys; from simda.cli import main; sys.exit(main(['env']))" > "$OUT/env.txt" 2>&1
 then grep -E '^(CUDA extension|GPU|  backend)' "$OUT/env.txt"; else tail -3 "$OUT/env.txt"; fi
 if want tests && fits tests; then
-  step "GPU tests (four processes side by side)"
+  step "GPU tests (five processes side by side)"
   # One process per group: a CUDA fault in one cannot fail the others' tests, and the Triton
   # compilations (most of the time) run in parallel. timeout sends SIGINT first, so that pytest
   # still prints which tests failed (-rfE) when it is cut short.
@@ -69,9 +69,11 @@ if want tests && fits tests; then
   gpu_tests adapter tests/test_temporal_adapter.py &
   gpu_tests lsa_fp32 tests/test_lsa_kernel.py -k "dtype2" &
   gpu_tests lsa_shapes tests/test_lsa_kernel.py -k "not dtype2 and test_gpu_shapes" &
-  gpu_tests lsa_other tests/test_lsa_kernel.py -k "not dtype2 and not test_gpu_shapes" &
+  gpu_tests lsa_layouts tests/test_lsa_kernel.py -k "not dtype2 and test_gpu_layouts" &
+  gpu_tests lsa_other tests/test_lsa_kernel.py \
+    -k "not dtype2 and not test_gpu_shapes and not test_gpu_layouts" &
   wait
-  for name in adapter lsa_fp32 lsa_shapes lsa_other; do
+  for name in adapter lsa_fp32 lsa_shapes lsa_layouts lsa_other; do
     echo "-- $name: $(tail -1 "$OUT/gpu_tests_$name.txt")"
     grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests_$name.txt" | head -8
   done

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -148,6 +149,13 @@ def test_gpu_block_sizes_in_the_interpreter(poisoned):
         bwd_dkdv={"block_m": 32, "block_n": 64},
     ):
         check_against_reference("released", torch.float16, "raster", 3, 13, 11, 40)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("head_dim", [200, 256])
+def test_head_dims_above_sd_in_the_interpreter(head_dim, poisoned):
+    """Any head dim up to 256: 200 runs as 128 + 128 (72 padded), 256 as 256 + 0."""
+    check_against_reference("paper", torch.float32, "raster", 2, 3, 4, head_dim)
 
 
 @pytest.mark.interpreter
@@ -315,8 +323,21 @@ def test_head_dim_chunks():
 
 def test_config_function_and_override(monkeypatch):
     monkeypatch.setattr(lsa, "INTERPRET", False)
+
+    def picked(*args, **kwargs):
+        c = lsa.lsa_config(*args, **kwargs)
+        return c.block_m, c.block_n, c.num_warps, c.num_stages
+
     cfg = lsa.lsa_config("fwd", 40, 4096, (9, 0))
-    assert (cfg.block_n, cfg.num_warps) == (64, cfg.num_warps)
+    assert picked("fwd", 40, 4096, (9, 0)) == (128, 64, 8, 3)
+    # keyed on N (keys per class ~ N/16; fewer queries per block below 1024 tokens)
+    assert picked("fwd", 40, 256, (9, 0)) == (64, 16, 8, 3)
+    # on the capability (no 3-stage pipeline before sm_80) and the head dim's bytes
+    assert picked("fwd", 40, 4096, (7, 5)) == (128, 64, 8, 2)
+    assert picked("fwd", 160, 4096, (9, 0)) == (64, 32, 8, 3)
+    assert picked("fwd", 160, 4096, (9, 0), element_size=4) == (32, 16, 8, 3)
+    assert picked("bwd_dkdv", 80, 4096, (9, 0)) == (32, 64, 4, 2)
+    assert picked("bwd_dkdv", 160, 4096, (9, 0)) == (16, 32, 8, 2)
     with lsa.launch_config(fwd={"block_m": 32}):
         assert lsa.lsa_config("fwd", 40, 4096, (9, 0)).block_m == 32
     assert lsa.lsa_config("fwd", 40, 4096, (9, 0)).block_m == cfg.block_m
@@ -370,9 +391,86 @@ def test_grid_and_32_bit_offset_limits_are_clear_errors():
 
 
 def test_auto_uses_the_reference_on_cpu():
-    q, k, v = make_qkv(2, 3, 3, 8, torch.float64)
+    from simda_kernels import dispatch
+
+    q, k, v = make_qkv(2, 3, 3, 8, torch.float32)
+    assert dispatch._lsa_backend("auto", q) == dispatch._lsa_backend("auto", q, True) == "reference"
     got = simda_kernels.latent_shift_attention(q, k, v, 2, 3, 3)
-    torch.testing.assert_close(got, reference.latent_shift_attention(q, k, v, 2, 3, 3))
+    assert torch.equal(got, reference.latent_shift_attention(q, k, v, 2, 3, 3))
+
+
+def fake_cuda_q(monkeypatch, n=1024, d=40, dtype=torch.float16, capability=(9, 0)):
+    """A stand-in for a CUDA q of shape (32, 8, n, d) on a GPU of ``capability``."""
+    import types
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    return types.SimpleNamespace(
+        is_cuda=True, dtype=dtype, shape=(32, 8, n, d), device=torch.device("cuda", 0)
+    )
+
+
+def test_auto_on_cuda_picks_the_kernel_only_where_measured_faster(monkeypatch):
+    """`auto` on a (faked) sm_90 GPU with a measurement where the kernel wins the forward at
+    N = 1024 and loses forward+backward: Triton for inference there, the reference for
+    training, and the reference at unmeasured shapes, dtypes, cards and head dims."""
+    from simda_kernels import dispatch
+
+    row = dict(
+        dtype="float16", D=40, N=1024, fused_ms=1.0, naive_ms=2.0, fused_fwdbwd_ms=3.0,
+        naive_fwdbwd_ms=2.0, fused_max_err=1e-3, fused_grad_max_err=1e-3,
+    )  # fmt: skip
+    monkeypatch.setattr(dispatch, "MEASUREMENTS", {(9, 0): (row,)})
+    monkeypatch.setattr(lsa, "HAS_TRITON", True)
+    pick = dispatch._lsa_backend
+    assert pick("auto", fake_cuda_q(monkeypatch)) == "triton"
+    assert pick("auto", fake_cuda_q(monkeypatch), needs_grad=True) == "reference"
+    assert pick("reference", fake_cuda_q(monkeypatch)) == "reference"
+    assert pick("triton", fake_cuda_q(monkeypatch), needs_grad=True) == "triton"
+    for other in (
+        dict(n=4096),
+        dict(d=80),
+        dict(dtype=torch.bfloat16),
+        dict(dtype=torch.float64),
+        dict(capability=(8, 0)),
+    ):
+        assert pick("auto", fake_cuda_q(monkeypatch, **other)) == "reference", other
+
+
+def test_fast_path_refusals_and_the_no_triton_fallback(monkeypatch):
+    from simda_kernels import dispatch
+
+    q, k, v = make_qkv(1, 2, 2, 8, torch.float32)
+    monkeypatch.setattr(lsa, "INTERPRET", False)
+    with pytest.raises(ValueError, match="backend='triton' needs CUDA tensors .* q is on cpu"):
+        simda_kernels.latent_shift_attention(q, k, v, 1, 2, 2, backend="triton")
+    monkeypatch.setattr(lsa, "HAS_TRITON", False)
+    with pytest.raises(RuntimeError, match="backend='triton' needs the triton package"):
+        simda_kernels.latent_shift_attention(q, k, v, 1, 2, 2, backend="triton")
+    monkeypatch.setattr(dispatch, "_warned", set())
+    cuda_q = fake_cuda_q(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="triton is not installed: latent_shift_attention"):
+        assert dispatch._lsa_backend("auto", cuda_q) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once
+        assert dispatch._lsa_backend("auto", cuda_q) == "reference"
+
+
+def test_public_entry_point_traces_whole_under_torch_compile():
+    """`latent_shift_attention(..., backend="auto")`, as the model calls it, in a fullgraph
+    compile: the argument checks and the backend choice trace without a graph break."""
+    q, k, v = (t.detach().requires_grad_() for t in make_qkv(2, 2, 3, 8, torch.float32))
+    torch._dynamo.reset()
+
+    def attention(q, k, v):
+        return simda_kernels.latent_shift_attention(q, k, v, 2, 2, 3, "released", None) * 2
+
+    compiled = torch.compile(attention, backend="aot_eager", fullgraph=True)
+    out = compiled(q, k, v)
+    torch.testing.assert_close(out, attention(q, k, v))
+    got = torch.autograd.grad(out.sum(), (q, k, v))
+    want = torch.autograd.grad(attention(q, k, v).sum(), (q, k, v))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 # ----------------------------------------------------------------------------- GPU
@@ -390,6 +488,8 @@ def test_auto_uses_the_reference_on_cpu():
         (3, 7, 11, 80),
         (8, 10, 10, 160),
         (16, 32, 32, 40),
+        (16, 32, 32, 80),
+        (16, 16, 16, 160),
         (5, 9, 14, 80),
         (24, 16, 16, 80),
         (4, 64, 64, 40),
@@ -414,8 +514,28 @@ def test_gpu_shapes(dtype, shape, poisoned):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", reference.LSA_LAYOUTS)
 @pytest.mark.parametrize("order", lsa.TOKEN_ORDERS)
-def test_gpu_layouts(dtype, layout, order, poisoned):
-    check_against_reference(layout, dtype, order, 5, 12, 20, 40, device="cuda", batch=2, heads=8)
+@pytest.mark.parametrize("head_dim", [40, 160])
+def test_gpu_layouts(dtype, layout, order, head_dim, poisoned):
+    check_against_reference(
+        layout, dtype, order, 5, 12, 20, head_dim, device="cuda", batch=2, heads=8
+    )
+
+
+@requires_compiled_triton
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_deterministic(dtype):
+    """Bitwise the same output and gradients twice, at SD's D = 80 with several key blocks
+    per class (dK/dV sums over the query frames that read a key in a fixed order)."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(8, 32, 32, 80, dtype, "cuda", 2, 2))
+    grad = torch.randn_like(q)
+    runs = []
+    for _ in range(2):
+        out = simda_kernels.latent_shift_attention(q, k, v, 8, 32, 32, backend="triton")
+        runs.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
+    for name, a, b in zip(("out", "dq", "dk", "dv"), *runs, strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_kernels_compile_for_sm90_without_spills():

@@ -47,6 +47,33 @@ def test_optimized_matches_unoptimized_and_restore_is_exact():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+def test_every_transformer_block_attends_through_the_entry_point(monkeypatch):
+    """Each self-attention of the video UNet is one call of simda_kernels.latent_shift_attention
+    per forward, with the backend that optimize set (not a private path)."""
+    import simda_kernels
+    from simda.attention import LatentShiftAttnProcessor
+
+    model = simda.build_unet("tiny")
+    blocks = [
+        m.processor
+        for m in model.modules()
+        if isinstance(getattr(m, "processor", None), LatentShiftAttnProcessor)
+    ]
+    assert len(blocks) > 1
+    calls = []
+    real = simda_kernels.latent_shift_attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[8])  # backend
+        return real(*args[:8], "reference")
+
+    monkeypatch.setattr(simda_kernels, "latent_shift_attention", spy)
+    simda.optimize(model, attention_backend="triton")
+    with torch.no_grad():
+        model(*small_inputs())
+    assert calls == ["triton"] * len(blocks)
+
+
 def test_optimize_is_idempotent_and_restore_returns_the_original_choice():
     model = simda.build_unet("tiny")
     simda.optimize(model)

@@ -41,6 +41,35 @@ def test_opcheck_cpu():
     torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (x, *p, "gelu"))
 
 
+def test_opcheck_backward_op_cpu():
+    x = torch.randn(2, 4, 3, 2, 3)
+    w_down, b_down, conv_w, _ = (t.float() for t in params(4, 2))
+    grad = torch.randn(2, 2, 3, 2, 3)
+    torch.library.opcheck(
+        torch.ops.simda.fused_temporal_adapter_backward.default,
+        (grad, x, w_down, b_down, conv_w, "gelu"),
+    )
+
+
+def test_public_entry_point_traces_whole_under_torch_compile():
+    """fused_temporal_adapter(..., backend="auto"), as the model calls it: the checks and the
+    backend choice trace without a graph break, forward and backward."""
+    x = torch.randn(1, 4, 3, 2, 2, requires_grad=True)
+    p = [t.float().requires_grad_() for t in params(4, 2)]
+    torch._dynamo.reset()
+
+    def adapter(x, *p):
+        return simda_kernels.fused_temporal_adapter(x, *p) * 2
+
+    compiled = torch.compile(adapter, backend="aot_eager", fullgraph=True)
+    out = compiled(x, *p)
+    torch.testing.assert_close(out, adapter(x, *p))
+    got = torch.autograd.grad(out.sum(), [x, *p])
+    want = torch.autograd.grad(adapter(x, *p).sum(), [x, *p])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_torch_compile_fullgraph_cpu():
     x = torch.randn(1, 4, 3, 2, 2, requires_grad=True)
     p = [t.float().requires_grad_() for t in params(4, 2)]
@@ -253,6 +282,37 @@ def test_gpu_split_frames(monkeypatch, dtype, per_block):
         pytest.skip(temporal_adapter.extension_error())
     monkeypatch.setenv("SIMDA_ADAPTER_FRAMES_PER_BLOCK", str(per_block))
     check(layouts(2, 64, 7, 8, 8, dtype)["ncdhw"], "gelu")
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last"])
+def test_gpu_opcheck_and_torch_compile(layout):
+    """Both registered ops through the extension (dx in x's order of frames and channels, as
+    the fake kernel promises), and the public entry point under a fullgraph compile."""
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    x = layouts(2, 16, 3, 4, 5, torch.float32)[layout]
+    p = params(16, 8, torch.float32, "cuda")
+    grad = torch.randn(2, 8, 3, 4, 5, device="cuda")
+    torch.library.opcheck(torch.ops.simda.fused_temporal_adapter_backward.default,
+                          (grad, x, *p[:3], "gelu"))  # fmt: skip
+    leaves = [t.detach().requires_grad_() for t in (x, *p)]
+    torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (*leaves, "gelu"))
+    torch._dynamo.reset()
+
+    def adapter(*leaves):
+        return simda_kernels.fused_temporal_adapter(*leaves) * 2
+
+    compiled = torch.compile(
+        adapter, backend="inductor" if layout == "ncdhw" else "aot_eager", fullgraph=True
+    )
+    out = compiled(*leaves)
+    torch.testing.assert_close(out, adapter(*leaves))
+    got = torch.autograd.grad(out, leaves, grad)
+    want = torch.autograd.grad(adapter(*leaves), leaves, grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -504,6 +564,25 @@ def test_a_build_without_kernels_for_the_gpu_falls_back_or_says_how_to_rebuild(m
     assert "falls back to the reference" in str(caught[0].message)
     capability[0] = (9, 0)
     assert dispatch._adapter_backend("auto", x) == dispatch._adapter_backend("cuda", x) == "cuda"
+
+
+def test_auto_warns_once_when_the_extension_is_missing_on_cuda(monkeypatch):
+    import types
+    import warnings
+
+    from simda_kernels import dispatch
+
+    monkeypatch.setattr(temporal_adapter, "extension", lambda jit=None: None)
+    monkeypatch.setattr(temporal_adapter, "_EXT_ERROR", "No module named 'simda_kernels._C'")
+    monkeypatch.setattr(dispatch, "_warned", set())
+    x = types.SimpleNamespace(is_cuda=True, dtype=torch.float16, device=torch.device("cuda", 0))
+    with pytest.warns(RuntimeWarning, match="_C'.*falls back to the PyTorch reference on CUDA"):
+        assert dispatch._adapter_backend("auto", x) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once
+        assert dispatch._adapter_backend("auto", x) == "reference"
+    with pytest.raises(RuntimeError, match="backend='cuda': .*_C'.*SIMDA_JIT_BUILD=1"):
+        dispatch._adapter_backend("cuda", x)
 
 
 def test_which_builds_run_on_which_gpus():
