@@ -28,10 +28,22 @@ OURS = "simda_optimized"
 
 
 def load(paths):
+    """Machine info and one row per benchmark of pytest-benchmark JSON files; a file that is
+    not one is a one-line error (SimDAError), not an empty report."""
+    from simda.errors import SimDAError
+
     machine, rows = {}, []
     for path in paths:
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SimDAError(f"{path!r} is not readable JSON ({exc})") from exc
+        if not isinstance(data, dict) or not data.get("benchmarks"):
+            raise SimDAError(
+                f"{path!r} is not a pytest-benchmark result with benchmarks in it (write one "
+                "with `pytest benchmarks/ --benchmark-only --benchmark-json FILE`)"
+            )
         machine = data.get("machine_info", machine)
         for bench in data.get("benchmarks", []):
             extra = bench.get("extra_info", {})

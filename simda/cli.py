@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,8 @@ def _device(name: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise SimDAError(f"--device {name!r} is not a device ({exc})") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise SimDAError(f"--device {name!r}: simda runs on cpu or cuda (cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SimDAError(f"--device {name} needs a CUDA GPU, and this machine has none")
     return device
@@ -80,6 +83,7 @@ def load_pipeline(args, device=None):
     from simda.pipelines import SimDAPipeline
 
     device = device or _device(args.device)
+    args.device = str(device)  # the settings JSON records the device used
     dtype = _dtype(args, device)
     torch.manual_seed(args.seed)
     if args.model:
@@ -154,7 +158,7 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(args)
     _resolve_sampling(args, pipe)
     generator = torch.Generator().manual_seed(args.seed)
-    size = args.size or pipe.default_size
+    size = args.size = args.size or pipe.default_size
     start = time.perf_counter()
     out = pipe(
         args.prompt,
@@ -177,11 +181,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_edit(args) -> int:
+    from simda import toyworld
     from simda.pipelines import edit_video
     from simda.video import read_video, side_by_side
 
     pipe = load_pipeline(args)
-    size = args.size or pipe.default_size
+    if args.guidance is None:
+        args.guidance = toyworld.edit_guidance(pipe)
+    size = args.size = args.size or pipe.default_size
     frames = read_video(args.video, args.frames, (size, size))
     result = edit_video(
         pipe,
@@ -211,15 +218,17 @@ def cmd_edit(args) -> int:
 def cmd_train(args) -> int:
     from simda.pipelines import ClipDataset, TrainConfig, make_superres, train
 
+    if args.save_pipeline:
+        _check_new_folder(args.save_pipeline, "--save-pipeline")
     device = _rank_device(_device(args.device))
     pipe = load_pipeline(args, device)
     if args.superres:
-        make_superres(pipe)
+        make_superres(pipe, args.superres)
     if args.ablate:
         from simda.unet import remove_components
 
         remove_components(pipe.unet, **{name: True for name in args.ablate})
-    size = args.size or pipe.default_size
+    size = args.size = args.size or pipe.default_size
     dataset = ClipDataset(args.data, args.frames, size, size)
     config = TrainConfig(
         steps=args.steps,
@@ -328,7 +337,6 @@ def _reject_unused_toyworld_options(args) -> None:
 
 
 def cmd_toyworld(args) -> int:
-    import torch
 
     from simda import toyworld
 
@@ -337,23 +345,11 @@ def cmd_toyworld(args) -> int:
         print(toyworld.write_dataset(args.output, args.clips, args.seed))
         return 0
     if args.action == "ship":
-        import shutil
-
-        from simda.pipelines import SimDAPipeline
-
         if not args.model:
             raise SimDAError("toyworld ship needs --model (the trained pipeline folder)")
-        pipe = SimDAPipeline.from_pretrained(args.model)
-        if not toyworld.is_toyworld(pipe):
-            raise SimDAError(f"--model {args.model!r} is not a toy-world model")
-        pipe.config.setdefault("sampling", dict(toyworld.SAMPLING))
-        target = os.path.join(os.path.dirname(__file__), "assets", "toyworld")
-        staging = f"{target}.tmp-{os.getpid()}"
-        pipe.save_pretrained(staging, dtype=torch.float16)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-        print(target)
+        print(f"{toyworld.ship(args.model)} (now holds {args.model})")
         return 0
+    toyworld.check_new_model_folder(args.output)
     losses = toyworld.train_base(
         args.output,
         steps=args.steps,
@@ -463,6 +459,56 @@ def _loss_plot(losses, path: str) -> str:
 # ----------------------------------------------------------------------------- parser
 
 
+def _check_output_folder(path: str, option: str = "--output") -> None:
+    """Refuse, before any work, a folder that cannot be made or written (a file in the way, a
+    read-only parent), instead of failing when the results are saved."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SimDAError(f"{option} {path!r} is a file, not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SimDAError(f"{option} {path!r}: {existing!r} is a file, so the folder cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SimDAError(f"{option} {path!r}: {existing!r} is not writable")
+
+
+def _check_new_folder(path: str, option: str) -> None:
+    """A folder to save a whole model into: writable and holding no files yet."""
+    _check_output_folder(path, option)
+    if os.path.isdir(path) and os.listdir(path):
+        raise SimDAError(
+            f"{option} {path!r} already holds files: pick a new folder or delete it first "
+            "(nothing was overwritten)"
+        )
+
+
+def _check_paths(args) -> None:
+    if getattr(args, "output", None) is not None:
+        _check_output_folder(args.output)
+    if getattr(args, "report", None):
+        _check_output_folder(os.path.dirname(os.path.abspath(args.report)), "--report's folder")
+
+
+def _file_name(text: str) -> str:
+    """--name: a file name without folders; a video or image extension is dropped (every
+    format is written)."""
+    if not text or text in (".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a file name without folders, got {text!r}")
+    stem, ext = os.path.splitext(text)
+    return stem if ext.lower() in (".mp4", ".gif", ".png", ".json") and stem else text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -523,7 +569,7 @@ def _resolve_sampling(args, pipe) -> None:
         args.guidance = defaults["guidance_scale"]
 
 
-def _sampling(p, steps=None, guidance=None, why="", superres=False):
+def _sampling(p, steps=None, guidance=None, why="", superres=False, guidance_default=None):
     """Sampling options. ``steps``/``guidance`` fix the defaults (``why`` says where they come
     from); left None, the model's recommendation fills them in (``_resolve_sampling``).
     ``superres``: frames are read from the input clip (default all) and the size follows it."""
@@ -543,9 +589,10 @@ def _sampling(p, steps=None, guidance=None, why="", superres=False):
         "--guidance",
         type=float,
         default=guidance,
-        help=f"classifier-free guidance scale (default: {default(guidance, 7.5)})",
+        help="classifier-free guidance scale (default: "
+        f"{guidance_default or default(guidance, 7.5)})",
     )
-    p.add_argument("--name", help="output file name without extension")
+    p.add_argument("--name", type=_file_name, help="output file name without extension")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -585,30 +632,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help="what the clip shows")
     p.add_argument("--edit", required=True, help="the edited prompt")
     _common(p)
-    # the released editing settings (editing.RELEASED_GUIDANCE, kept equal by a test; not
-    # imported here: the parser is built without loading the pipelines)
-    _sampling(p, steps=50, guidance=12.5, why=", the released editing setting")
+    # the released editing steps; guidance: toyworld.edit_guidance (kept equal to this help by
+    # a test; not imported here: the parser is built without loading the pipelines)
+    _sampling(
+        p,
+        steps=50,
+        why=", the released editing setting",
+        guidance_default="4.5 for a toy-world model, else 12.5, the released editing setting",
+    )
     p.add_argument("--tune-steps", type=int, default=300, help="adapter tuning steps (300)")
-    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
+    p.add_argument(
+        "--lr", type=_positive_float, default=5e-5, help="AdamW learning rate (default 5e-5)"
+    )
     _mixed_precision(p)
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("train", help="train the adapters on captioned clips")
     p.add_argument("--data", required=True, help="folder of videos + .txt captions, or a CSV")
     _common(p)
-    p.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    p.add_argument("--frames", type=_positive_int, default=8, help="frames per clip (default 8)")
     _size(p)
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    p.add_argument(
+        "--steps", type=_positive_int, default=1000, help="optimizer steps (default 1000)"
+    )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=1,
         help="global batch size, over all processes (default 1)",
     )
-    p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
+    p.add_argument(
+        "--lr", type=_positive_float, default=5e-5, help="AdamW learning rate (default 5e-5)"
+    )
     p.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=_positive_int,
         default=100,
         help="write OUTPUT/checkpoint every this many steps (default 100)",
     )
@@ -623,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mixed_precision(p)
     p.add_argument(
         "--superres",
-        type=int,
+        type=_positive_int,
         metavar="SCALE",
         help="train the super-resolution variant for this scale",
     )
@@ -640,7 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("superres", help="video super-resolution")
     p.add_argument("video", help="the low-resolution clip (mp4, gif, ...)")
     p.add_argument("--prompt", default="", help="what the clip shows")
-    p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
+    p.add_argument("--scale", type=_positive_int, default=2, help="upscaling factor (default 2)")
     _common(p)
     _sampling(p, superres=True)
     p.set_defaults(func=cmd_superres)
@@ -654,10 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, model=False)
     p.add_argument("--model", help="ship: the trained pipeline folder")
-    p.add_argument("--clips", type=int, default=2048, help="data: number of clips")
+    p.add_argument("--clips", type=_positive_int, default=2048, help="data: number of clips")
     p.add_argument("--steps", type=_positive_int, default=3000, help="base: training steps")
-    p.add_argument("--batch-size", type=int, default=64, help="base: frames per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="base: peak learning rate")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="base: frames per step")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="base: peak learning rate")
     p.set_defaults(func=cmd_toyworld)
 
     p = sub.add_parser(
@@ -666,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument(
         "--seeds",
-        type=int,
+        type=_positive_int,
         default=2,
         help="seeds per caption: --seed, --seed + 1, ... (default 2)",
     )
@@ -714,13 +772,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str):
+    """Warnings of a command as one line each: ``simda CMD: warning: MESSAGE``. Deprecation
+    notices (about libraries, for developers) keep Python's own format and filters."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            return default(message, category, filename, lineno, file, line)
+        print(f"simda {command}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _split_bench(argv) if argv[:1] == ["bench"] else None
     if args is None:
         args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            _check_paths(args)
+            return args.func(args)
     except SimDAError as exc:
         if args.debug:
             raise

@@ -12,17 +12,12 @@ from simda.video import side_by_side
 
 SOURCE = ("red", "square", "right")
 EDIT = ("blue", "square", "right")
-# Toy world, CPU defaults (60 tuning steps, 20 DDIM steps), seeds 0-5 (edit_fidelity): at
-# guidance 3 a blue shape shows in 20 of 48 frames (three seeds lose it entirely), at 4.5 in 44,
-# 3.4 px on average from the source square's centre; higher guidance moves it further away
-EDIT_GUIDANCE = 4.5
 PRESENT_PIXELS = 20  # a shape covers about 60-80 pixels at 32x32
 
 
 def run_demo(args) -> int:
     from simda.cli import _device, _loss_plot, _settings, load_pipeline, write_outputs
     from simda.pipelines import edit_video
-    from simda.pipelines.editing import RELEASED_GUIDANCE
     from simda.unet import count_parameters
 
     start = time.perf_counter()
@@ -38,11 +33,9 @@ def run_demo(args) -> int:
         f"demo: one-shot edit of {clip.shape[0]} frames at {size}x{size} on {device}: "
         f"{source!r} -> {edited!r}"
     )
-    # toy world: EDIT_GUIDANCE (above); other models: the released setting (12.5)
+    # toy world: toyworld.EDIT_GUIDANCE; other models: the released setting (12.5)
     toy = toyworld.is_toyworld(pipe)  # the shipped toy-world model
-    guidance = args.guidance
-    if guidance is None:
-        guidance = EDIT_GUIDANCE if toy else RELEASED_GUIDANCE
+    guidance = args.guidance if args.guidance is not None else toyworld.edit_guidance(pipe)
     t2v_paths: list[str] = []
     t2v_rows = []
     if toy:

@@ -63,6 +63,7 @@ def test_generate_writes_mp4_gif_json(tmp_path, capsys):
     assert_video(gif, 3, (SIZE, SIZE))
     settings = json.load(open(meta))
     assert settings["prompt"] == "a red circle moving right" and settings["seed"] == 3
+    assert settings["device"] == "cpu" and settings["size"] == SIZE  # the values used
     assert mp4 in capsys.readouterr().out
     from PIL import Image
 
@@ -102,6 +103,9 @@ def test_edit(tmp_path, clip_file, capsys):
     printed = capsys.readouterr().out.split()
     written = sorted(n for n in os.listdir(out) if not n.startswith("."))
     assert sorted(os.path.basename(p) for p in printed) == written  # every file it wrote
+    settings = json.load(open(os.path.join(out, "a-blue-square-moving-right.json")))
+    if SIZE == 32:  # the shipped toy-world model: its edit guidance, not the released 12.5
+        assert settings["guidance"] == toyworld.EDIT_GUIDANCE
 
 
 def test_train_refuses_a_size_the_vae_cannot_take_before_reading_clips(tmp_path, capsys):
@@ -196,12 +200,10 @@ def test_demo(tmp_path):
 
 
 def test_demo_help_states_the_edit_guidance(capsys):
-    from simda import demo
-
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert f"default: {demo.EDIT_GUIDANCE:g} for a toy-world model" in text
+    assert f"default: {toyworld.EDIT_GUIDANCE:g} for a toy-world model" in text
 
 
 def test_edit_fidelity_counts_frames_and_measures_the_offset():
@@ -388,16 +390,22 @@ def test_public_names_load_on_first_use():
     ]
 
 
-def test_edit_defaults_are_the_released_settings_and_its_help_says_so(capsys):
+def test_edit_defaults_and_its_help(capsys):
+    """50 DDIM steps (released); guidance from the model: the toy world's own, else the
+    released 12.5 (toyworld.edit_guidance), as the help says."""
     from simda.cli import build_parser
-    from simda.pipelines import editing
+    from simda.pipelines import SimDAPipeline, editing
 
     args = build_parser().parse_args(["edit", "clip.mp4", "--prompt", "a", "--edit", "b"])
-    assert (args.steps, args.guidance) == (50, editing.RELEASED_GUIDANCE)
+    assert (args.steps, args.guidance) == (50, None)
+    assert toyworld.edit_guidance(SimDAPipeline.from_preset("tiny")) == editing.RELEASED_GUIDANCE
     with pytest.raises(SystemExit):
         main(["edit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default: {editing.RELEASED_GUIDANCE}, the released editing setting)" in text
+    assert (
+        f"(default: {toyworld.EDIT_GUIDANCE:g} for a toy-world model, else "
+        f"{editing.RELEASED_GUIDANCE:g}, the released editing setting)" in text
+    )
     assert "7.5" not in text
 
 
@@ -426,3 +434,102 @@ def test_torchrun_ranks_take_the_gpu_of_their_local_rank(monkeypatch):
         cli._rank_device(torch.device("cuda"))
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert cli._rank_device(torch.device("cuda")) == torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "x"],
+        ["edit", "CLIP", "--prompt", "a", "--edit", "b"],
+        ["train", "--data", "DATA"],
+        ["superres", "CLIP"],
+        ["demo"],
+        ["eval-toyworld"],
+        ["toyworld", "data"],
+        ["toyworld", "base"],
+    ],
+)
+def test_an_output_that_cannot_be_a_folder_fails_before_any_work(argv, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    argv = [str(tmp_path) if a in ("CLIP", "DATA") else a for a in argv]
+    for output, message in (
+        (afile, f"--output {str(afile)!r} is a file, not a folder"),
+        (afile / "sub", f"{str(afile)!r} is a file, so the folder cannot be made"),
+    ):
+        assert main([*argv, "--output", str(output), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert afile.read_text() == "not a folder"
+
+
+def test_eval_report_and_saved_pipeline_folders_are_checked_first(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    report = str(afile / "eval.md")
+    assert main(["eval-toyworld", "--report", report, "--output", str(tmp_path)]) == 2
+    assert "--report's folder" in capsys.readouterr().err
+    saved = tmp_path / "model"
+    saved.mkdir()
+    (saved / "model_index.json").write_text("{}")
+    argv = ["train", "--data", "/no/such/data", "--save-pipeline", str(saved), "--quiet"]
+    assert main([*argv, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"--save-pipeline {str(saved)!r} already holds files" in err  # before the data
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["eval-toyworld", "--seeds", "0"], "--seeds"),
+        (["superres", "c.gif", "--scale", "0"], "--scale"),
+        (["superres", "c.gif", "--scale", "-2"], "--scale"),
+        (["toyworld", "data", "--clips", "0"], "--clips"),
+        (["train", "--data", "d", "--batch-size", "0"], "--batch-size"),
+        (["train", "--data", "d", "--checkpoint-every", "0"], "--checkpoint-every"),
+        (["train", "--data", "d", "--superres", "0"], "--superres"),
+        (["edit", "v", "--prompt", "a", "--edit", "b", "--lr", "-1"], "--lr"),
+        (["edit", "v", "--prompt", "a", "--edit", "b", "--lr", "nan"], "--lr"),
+        (["train", "--data", "d", "--lr", "0"], "--lr"),
+        (["generate", "x", "--name", "../escape"], "--name"),
+        (["generate", "x", "--name", "sub/clip"], "--name"),
+    ],
+)
+def test_option_values_are_checked_by_the_parser(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"argument {option}: must be" in capsys.readouterr().err
+
+
+def test_name_drops_a_video_extension():
+    from simda.cli import build_parser
+
+    for given, name in (("a.mp4", "a"), ("clip.GIF", "clip"), ("v1.2", "v1.2"), ("x", "x")):
+        assert build_parser().parse_args(["generate", "p", "--name", given]).name == name
+
+
+def test_devices_simda_cannot_use_are_named(tmp_path, capsys):
+    assert main(["generate", "x", "--device", "mps", "--output", str(tmp_path)]) == 2
+    assert "--device 'mps': simda runs on cpu or cuda" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(SIZE != 32, reason="needs the shipped toy-world model (a closed vocabulary)")
+def test_warnings_print_one_line_each(tmp_path, capsys):
+    argv = ["generate", "a panda surfing", "--frames", "1", "--steps", "1", "--quiet"]
+    assert main([*argv, "--output", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "simda generate: warning: prompt 'a panda surfing': this model knows only" in err
+    assert "panda, surfing act as noise" in err
+    assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+def test_bench_refuses_files_that_are_not_benchmark_results(tmp_path, capsys):
+    bad, empty = tmp_path / "bad.json", tmp_path / "empty.json"
+    bad.write_text("{not json")
+    empty.write_text("{}")
+    assert main(["bench", str(bad), "--output", str(tmp_path / "r")]) == 2
+    assert "is not readable JSON" in capsys.readouterr().err
+    assert main(["bench", str(empty), "--output", str(tmp_path / "r")]) == 2
+    assert "is not a pytest-benchmark result" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

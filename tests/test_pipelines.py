@@ -210,6 +210,47 @@ def test_superres_variant():
     assert "unet.conv_in.weight" in simda.checkpoint.adapter_state_dict(pipe.unet)
 
 
+def test_superres_scale_is_recorded_and_checked(tmp_path):
+    pipe = make_superres(SimDAPipeline.from_preset("tiny", seed=6), scale=2)
+    pipe.save_pretrained(str(tmp_path / "sr"))
+    pipe = SimDAPipeline.from_pretrained(str(tmp_path / "sr"))
+    assert pipe.config["superres_scale"] == 2
+    low = clip(frames=1, size=16)
+    with pytest.warns(UserWarning, match="trained to upscale by 2, not 4"):
+        upscale(pipe, low, "", scale=4, num_inference_steps=1, progress=False)
+    for scale in (0, -2, 1.5, True):
+        with pytest.raises(SimDAError, match="scale .* must be a positive integer"):
+            upscale(pipe, low, "", scale=scale, num_inference_steps=1, progress=False)
+
+
+def test_wrong_argument_types_are_named(tmp_path, pipe):
+    with pytest.raises(SimDAError, match="prompt must be a string or a non-empty list"):
+        pipe(None, num_frames=1, num_inference_steps=1, progress=False)
+    with pytest.raises(SimDAError, match="dtype must be a torch.dtype .* got 'fp16'"):
+        SimDAPipeline.from_preset("tiny", dtype="fp16")
+    run = tmp_path / "run"  # a training output folder, given as --model
+    run.mkdir()
+    simda.save_adapters(pipe.unet, str(run / "adapters.safetensors"))
+    with pytest.raises(SimDAError, match="holds adapters.safetensors: load those onto a model"):
+        SimDAPipeline.from_pretrained(str(run))
+
+
+def test_the_word_tokenizer_says_what_it_cannot_read():
+    import warnings
+
+    from simda.pipelines.text import WordTokenizer
+
+    closed = WordTokenizer(vocab=["a", "red", "square"], max_length=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        closed(["a red square", ""])
+        WordTokenizer()("a panda surfing")  # an open vocabulary: any word is a word
+    with pytest.warns(UserWarning, match="knows only the words a red square; blue, circle act"):
+        closed("a blue circle")
+    with pytest.warns(UserWarning, match="has 5 words; the model reads the first 4"):
+        closed("a red square a red")
+
+
 def test_missing_model_folders(tmp_path):
     with pytest.raises(SimDAError, match="does not exist"):
         SimDAPipeline.from_pretrained(str(tmp_path / "nope"))

@@ -130,6 +130,54 @@ def test_dataset_for_simda_train(tmp_path):
     assert toyworld.score(frames, caption)["direction_ok"]
 
 
+def test_data_and_stage1_refuse_to_write_over_what_is_there(tmp_path, monkeypatch):
+    from simda.errors import SimDAError
+
+    folder = toyworld.write_dataset(str(tmp_path / "data"), clips=2, seed=1)
+    before = sorted(os.listdir(folder))
+    with pytest.raises(SimDAError, match="already holds 4 clip or caption files"):
+        toyworld.write_dataset(folder, clips=1, seed=5)
+    assert sorted(os.listdir(folder)) == before
+    with pytest.raises(SimDAError, match="clips .* must be a positive integer"):
+        toyworld.write_dataset(str(tmp_path / "none"), clips=0)
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")
+    monkeypatch.setattr(toyworld, "build_pipeline", lambda seed: pytest.fail("trained anyway"))
+    with pytest.raises(SimDAError, match="already holds a model"):
+        toyworld.train_base(str(model), steps=1, batch=2, progress=False)
+
+
+def test_ship_swaps_the_model_in_whole(tmp_path, monkeypatch):
+    """ship replaces the built-in model by renames; a failed save leaves the old one as is."""
+    from simda.errors import SimDAError
+
+    source = str(tmp_path / "trained")
+    toyworld.build_pipeline(0).save_pretrained(source)
+    target = tmp_path / "assets" / "toyworld"
+    target.mkdir(parents=True)
+    (target / "model_index.json").write_text('{"old": true}')
+    assert toyworld.ship(source, str(target)) == str(target)
+    assert json.load(open(target / "model_index.json"))["sampling"] == toyworld.SAMPLING
+    assert SimDAPipeline.from_pretrained(str(target)).default_size == 32
+    assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]  # no leftovers
+    shipped = sorted(os.listdir(target))
+
+    def broken_save(self, path, dtype=None):
+        os.makedirs(path)
+        raise OSError("disk full")
+
+    tiny = str(tmp_path / "tiny")
+    SimDAPipeline.from_preset("tiny").save_pretrained(tiny)
+    with pytest.raises(SimDAError, match="not a toy-world model"):
+        toyworld.ship(tiny, str(target))
+    monkeypatch.setattr(SimDAPipeline, "save_pretrained", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        toyworld.ship(source, str(target))
+    assert sorted(os.listdir(target)) == shipped
+    assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]
+
+
 @pytest.mark.skipif(
     not os.path.isfile(os.path.join(SHIPPED, "model_index.json")),
     reason="no shipped toy-world model in this checkout",

@@ -9,6 +9,8 @@ trains with the adapters, since it is the only way ``x_low`` enters the model.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -40,8 +42,10 @@ def widen_conv_in(unet2d, extra_channels: int = 4) -> None:
     unet2d.register_to_config(in_channels=old.in_channels + extra_channels)
 
 
-def make_superres(pipe: SimDAPipeline) -> SimDAPipeline:
-    """Turn a text-to-video pipeline into the super-resolution variant, in place."""
+def make_superres(pipe: SimDAPipeline, scale: int | None = None) -> SimDAPipeline:
+    """Turn a text-to-video pipeline into the super-resolution variant, in place. ``scale``:
+    the factor it is (to be) trained for, recorded in its config (``upscale`` warns at
+    another)."""
     unet2d = pipe.unet.unet
     if unet2d.config.in_channels == 2 * unet2d.config.out_channels:
         unet2d.conv_in._simda_trainable = True
@@ -49,6 +53,8 @@ def make_superres(pipe: SimDAPipeline) -> SimDAPipeline:
     else:
         widen_conv_in(unet2d, unet2d.config.out_channels)
     pipe.config["superres"] = True
+    if scale is not None:
+        pipe.config["superres_scale"] = int(scale)
     return pipe
 
 
@@ -91,6 +97,16 @@ def upscale(
     """Super-resolve a uint8 clip (F, h, w, 3) by ``scale``: uint8 (F, h*scale, w*scale, 3)."""
     if not pipe.config.get("superres"):
         raise SimDAError("this pipeline is not a super-resolution model (make_superres)")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise SimDAError(f"scale (--scale) must be a positive integer, got {scale!r}")
+    trained = pipe.config.get("superres_scale")
+    if trained is not None and trained != scale:
+        warnings.warn(
+            f"this model was trained to upscale by {trained}, not {scale}: at another scale its "
+            f"low-resolution input is unlike any it learned from (train with --superres {scale})",
+            UserWarning,
+            stacklevel=2,
+        )
     f, h, w, _ = low_frames.shape
     height, width = h * scale, w * scale
     pipe.check_size(f, height, width)

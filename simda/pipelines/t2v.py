@@ -179,7 +179,7 @@ class SimDAPipeline:
         if index.get("superres"):
             from simda.pipelines.superres import make_superres
 
-            make_superres(pipe)
+            make_superres(pipe, index.get("superres_scale"))
         own_adapters = os.path.join(path, "adapters.safetensors")
         if ours and not os.path.isfile(own_adapters):
             raise SimDAError(
@@ -239,7 +239,7 @@ class SimDAPipeline:
             **{
                 k: v
                 for k, v in self.config.items()
-                if k in ("preset", "description", "superres", "sampling")
+                if k in ("preset", "description", "superres", "superres_scale", "sampling")
             },
         }
         with open(os.path.join(path, "model_index.json"), "w") as f:
@@ -248,6 +248,8 @@ class SimDAPipeline:
     def to(self, device=None, dtype=None):
         """Move to ``device``; ``dtype`` applies to the UNet and text encoder (the VAE stays
         in fp32, which SD's VAE needs for clean decodes)."""
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise SimDAError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
         if device is not None:
             device = torch.device(device)
             if device.type == "cuda" and not torch.cuda.is_available():
@@ -437,7 +439,8 @@ class SimDAPipeline:
         self.check_steps(num_inference_steps)
         if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
             raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        prompts = list(prompts) if isinstance(prompts, (list, tuple)) else []
         if not prompts or not all(isinstance(p, str) for p in [*prompts, negative_prompt]):
             raise SimDAError(
                 "prompt must be a string or a non-empty list of strings, and negative_prompt a "
@@ -486,9 +489,15 @@ def _check_model_folder(path: str) -> dict:
         raise SimDAError(f"model folder {path!r} does not exist")
     missing = [p for p in SD_PARTS if not os.path.isdir(os.path.join(path, p))]
     if missing:
+        hint = ""
+        if os.path.isfile(os.path.join(path, "adapters.safetensors")):  # a training output
+            hint = (
+                f"; it holds adapters.safetensors: load those onto a model with --adapters "
+                f"{os.path.join(path, 'adapters.safetensors')} (adapters=)"
+            )
         raise SimDAError(
             f"model folder {path!r} is not a diffusers SD-1.x folder: missing "
-            f"{', '.join(missing)} (expected {', '.join(SD_PARTS)})"
+            f"{', '.join(missing)} (expected {', '.join(SD_PARTS)}){hint}"
         )
     for part in ("unet", "vae"):
         files = os.listdir(os.path.join(path, part))

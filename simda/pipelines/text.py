@@ -7,6 +7,7 @@ Stable Diffusion folders bring CLIP's tokenizer and text encoder; the built-in `
 from __future__ import annotations
 
 import re
+import warnings
 import zlib
 
 import torch
@@ -43,9 +44,29 @@ class WordTokenizer:
         ids = torch.full((len(texts), self.model_max_length), PAD, dtype=torch.long)
         for row, text in enumerate(texts):
             words = re.findall(r"[a-z0-9]+", text.lower())
+            self._warn_unread(text, words)
             tokens = [BOS, *map(self.word_id, words)][: self.model_max_length - 1] + [EOS]
             ids[row, : len(tokens)] = torch.tensor(tokens)
         return ids
+
+    def _warn_unread(self, text: str, words: list[str]) -> None:
+        """Say when a prompt has words this model never learned (its vocab is closed) or more
+        words than it reads: they would change the clip silently or not at all."""
+        unknown = sorted({w for w in words if w not in self._known}) if self.vocab else []
+        if unknown:
+            warnings.warn(
+                f"prompt {text!r}: this model knows only the words {' '.join(self.vocab)}; "
+                f"{', '.join(unknown)} act as noise",
+                UserWarning,
+                stacklevel=3,
+            )
+        if len(words) > self.model_max_length - 2:
+            warnings.warn(
+                f"prompt {text!r} has {len(words)} words; the model reads the first "
+                f"{self.model_max_length - 2}",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def config(self) -> dict:
         return {
