@@ -88,6 +88,14 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of a safetensors file, with a clear error for anything else."""
     if not os.path.isfile(path):
         raise SimDAError(f"weights file {path!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        raise SimDAError(
+            f"{path!r} is a pickled PyTorch checkpoint (torch.save), not safetensors: simda "
+            "never unpickles weights (unpickling can run code). Convert it where you trust it: "
+            "safetensors.torch.save_file(torch.load(path), 'weights.safetensors')"
+        )
     try:
         with safe_open(path, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})

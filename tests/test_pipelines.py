@@ -151,6 +151,21 @@ def test_adapter_files_refuse_integer_weights_and_folders(tmp_path):
         simda.load_adapters(model, str(tmp_path / "int.safetensors"))
 
 
+def test_pickled_checkpoints_are_named_and_never_loaded(tmp_path, monkeypatch):
+    import pickle
+
+    model = simda.build_unet("tiny")
+    state = simda.checkpoint.adapter_state_dict(model)
+    zipped, legacy = str(tmp_path / "a.ckpt"), str(tmp_path / "b.bin")
+    torch.save(state, zipped)
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled"))
+    for path in (zipped, legacy):
+        with pytest.raises(SimDAError, match="is a pickled PyTorch checkpoint .* not safetensors"):
+            simda.load_adapters(model, path)
+
+
 def test_tuning_trains_only_the_adapters():
     pipe = SimDAPipeline.from_preset("tiny", seed=3)
     frozen = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "adapter" not in k}
