@@ -71,6 +71,11 @@ def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None =
 
     ``dtype=torch.float16`` halves the file (sd15: about 50 MB). Returns the parameter count.
     """
+    if os.path.splitext(path)[1].lower() in (".bin", ".ckpt", ".pt", ".pth", ".pkl"):
+        raise SimDAError(
+            f"save_adapters writes safetensors: name the file .safetensors, not {path!r} "
+            "(that suffix means a pickle to other tools)"
+        )
     state = adapter_state_dict(model)
     if not state:
         raise SimDAError("this model has no SimDA adapters to save")

@@ -144,6 +144,8 @@ def test_adapter_files_refuse_integer_weights_and_folders(tmp_path):
         simda.save_adapters(model, str(tmp_path / "a.safetensors"), dtype=torch.int8)
     with pytest.raises(SimDAError, match="is a folder"):
         simda.save_adapters(model, str(tmp_path))
+    with pytest.raises(SimDAError, match="name the file .safetensors, not"):
+        simda.save_adapters(model, str(tmp_path / "adapters.bin"))
     assert os.listdir(tmp_path) == []  # no stray temporary file either
     rounded = {k: v.round().to(torch.int8) for k, v in adapter_state_dict(model).items()}
     atomic_save(rounded, str(tmp_path / "int.safetensors"), {"format": FORMAT})
