@@ -25,15 +25,24 @@ def data_dir(tmp_path_factory):
     return root
 
 
-def run(data_dir, out, steps, resume=False, dropout=0.5):
+def run(data_dir, out, steps, resume=False, dropout=0.5, frames=3, size=(64, 64), **settings):
     pipe = SimDAPipeline.from_preset("tiny", seed=0)
-    config = TrainConfig(
-        steps=steps, batch_size=2, lr=1e-3, checkpoint_every=2, seed=7, caption_dropout=dropout
-    )
+    settings = {"batch_size": 2, "lr": 1e-3, "checkpoint_every": 2, "seed": 7, **settings}
+    config = TrainConfig(steps=steps, caption_dropout=dropout, **settings)
     state = train(
-        pipe, ClipDataset(str(data_dir), 3, 64, 64), str(out), config, resume=resume, progress=False
+        pipe,
+        ClipDataset(str(data_dir), frames, *size),
+        str(out),
+        config,
+        resume=resume,
+        progress=False,
     )
     return pipe, state
+
+
+def files(folder):
+    """The bytes of every file under ``folder``, by name."""
+    return {p.name: files(p) if p.is_dir() else p.read_bytes() for p in folder.iterdir()}
 
 
 def test_dataset_from_folder_and_csv(data_dir, tmp_path):
@@ -68,10 +77,22 @@ def test_resume_continues_exactly(data_dir, tmp_path):
     assert os.path.isfile(tmp_path / "split" / "adapters.safetensors")
 
 
-def test_resume_refuses_other_settings(data_dir, tmp_path):
-    run(data_dir, tmp_path / "r", 2)
-    with pytest.raises(SimDAError, match="caption_dropout 0.5 there, 0.0 now"):
-        run(data_dir, tmp_path / "r", 4, resume=True, dropout=0.0)
+def test_resume_refuses_other_settings_and_steps_it_has_done(data_dir, tmp_path):
+    out = tmp_path / "r"
+    run(data_dir, out, 2)
+    written = files(out)
+    refused = [
+        (dict(dropout=0.0), "caption_dropout 0.5 there, 0.0 now"),
+        (dict(frames=2), "frames 3 there, 2 now"),
+        (dict(size=(64, 32)), r"size \[64, 64\] there, \[64, 32\] now"),
+        (dict(superres_scale=2), "superres_scale None there, 2 now"),
+        (dict(steps=2), "at step 2; steps=2 leaves nothing to train: pass a larger steps"),
+        (dict(steps=1), "at step 2; steps=1 leaves nothing to train"),
+    ]
+    for change, message in refused:
+        with pytest.raises(SimDAError, match=message):
+            run(data_dir, out, **{"steps": 4, **change}, resume=True)
+    assert files(out) == written  # nothing was written
 
 
 def test_resume_without_checkpoint(data_dir, tmp_path):
@@ -146,11 +167,18 @@ def test_fp16_loss_scaling_is_checkpointed_and_resumed(data_dir, tmp_path, monke
     assert not editing.grad_scaler(whole, "fp16").is_enabled()  # CPU: off
 
 
-def test_fp16_weights_are_refused_for_training(data_dir, tmp_path):
+@pytest.mark.parametrize(
+    "dtype, message",
+    [
+        (torch.float16, "AdamW on fp16 weights.*--mixed-precision fp16"),
+        (torch.bfloat16, "AdamW on bf16 weights.*fp32.*--mixed-precision bf16"),
+    ],
+)
+def test_low_precision_weights_are_refused_for_training(data_dir, tmp_path, dtype, message):
     pipe = SimDAPipeline.from_preset("tiny", seed=0)
-    pipe.unet.half()
+    pipe.unet.to(dtype)
     config = TrainConfig(steps=1, batch_size=1)
-    with pytest.raises(SimDAError, match="AdamW on fp16 weights.*--mixed-precision fp16"):
+    with pytest.raises(SimDAError, match=message):
         train(pipe, ClipDataset(str(data_dir), 3, 64, 64), str(tmp_path), config, progress=False)
     assert not os.path.exists(tmp_path / "checkpoint")
 
@@ -171,3 +199,161 @@ def test_latent_cache_encodes_in_chunks_and_keeps_posteriors_on_the_host(data_di
         assert a.device.type == "cpu"
         # fp32 convolutions round differently at another batch size (up to ~6e-5 here)
         torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4)
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def six_steps(data_dir, tmp_path_factory):
+    pipe, state = run(data_dir, tmp_path_factory.mktemp("whole") / "out", 6)
+    return adapter_state_dict(pipe.unet), state.losses
+
+
+@pytest.mark.parametrize(
+    "crash, kept",
+    [
+        ("writing adapters", 2),
+        ("writing optimizer", 2),
+        ("syncing", 2),  # every file written, none synced
+        ("moving the old checkpoint aside", 2),
+        ("moving the new checkpoint in", 2),  # only checkpoint.old is left
+        ("deleting the old checkpoint", 4),
+    ],
+)
+def test_a_crash_during_a_save_resumes_the_last_complete_checkpoint(
+    data_dir, tmp_path, monkeypatch, six_steps, crash, kept
+):
+    from simda.pipelines import training
+
+    out = tmp_path / "run"
+    run(data_dir, out, 2)
+    step2 = files(out / "checkpoint")
+    replace, rmtree = os.replace, training.shutil.rmtree
+    atomic_save, fsync = training.atomic_save, training._fsync
+    saves = []
+
+    def crashing_save(*args, **kwargs):
+        saves.append(args[1])
+        if crash == f"writing {'adapters' if len(saves) == 1 else 'optimizer'}":
+            raise Crash(crash)
+        return atomic_save(*args, **kwargs)
+
+    def crashing_fsync(path):
+        if crash == "syncing":
+            raise Crash(crash)
+        return fsync(path)
+
+    def crashing_replace(src, dst):
+        moves = {
+            str(out / "checkpoint.old"): "moving the old checkpoint aside",
+            str(out / "checkpoint"): "moving the new checkpoint in",
+        }
+        if os.path.isdir(src) and crash == moves.get(str(dst)):
+            raise Crash(crash)
+        return replace(src, dst)
+
+    def crashing_rmtree(path, *args, **kwargs):
+        if crash == "deleting the old checkpoint" and str(path) == str(out / "checkpoint.old"):
+            raise Crash(crash)
+        return rmtree(path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "atomic_save", crashing_save)
+        m.setattr(training, "_fsync", crashing_fsync)
+        m.setattr(os, "replace", crashing_replace)
+        m.setattr(training.shutil, "rmtree", crashing_rmtree)
+        with pytest.raises(Crash):
+            run(data_dir, out, 4, resume=True)  # crashes in its step-4 save
+    # a killed save also leaves its own folder: never read, removed by the next save
+    (out / "checkpoint.tmp-1").mkdir()
+    (out / "checkpoint.tmp-1" / "state.json").write_text('{"state": {"step": 99}}')
+    folder = training.find_checkpoint(str(out / "checkpoint"))
+    if kept == 2:
+        assert files(out / os.path.basename(folder)) == step2  # bit for bit
+    else:
+        assert folder == str(out / "checkpoint") and os.path.isdir(out / "checkpoint.old")
+    with pytest.raises(SimDAError, match="already holds a training checkpoint"):
+        run(data_dir, out, 6)
+    loaded, load = [], training.load_checkpoint
+
+    def spy(*args):
+        loaded.append(load(*args).step)
+        return load(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(training, "load_checkpoint", spy)
+        resumed, state = run(data_dir, out, 6, resume=True)
+    assert loaded == [kept]
+    assert state.losses == six_steps[1]
+    after = adapter_state_dict(resumed.unet)
+    assert all(torch.equal(after[k], six_steps[0][k]) for k in six_steps[0])
+    assert sorted(os.listdir(out)) == ["adapters.safetensors", "checkpoint"]
+
+
+def test_a_checkpoint_mixed_from_two_saves_is_refused_and_old_ones_still_load(data_dir, tmp_path):
+    import json
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from simda.pipelines.editing import trainable_parameters
+    from simda.pipelines.training import load_checkpoint
+
+    out = tmp_path / "run"
+    run(data_dir, out, 2)
+    shutil.copytree(out / "checkpoint", tmp_path / "step2")
+    run(data_dir, out, 4, resume=True)
+    for name in ("adapters.safetensors", "optimizer.safetensors", "state.json"):
+        mixed = tmp_path / f"mixed-{name}"
+        shutil.copytree(out / "checkpoint", mixed)
+        shutil.copy(tmp_path / "step2" / name, mixed / name)  # one file of the step-2 save
+        pipe = SimDAPipeline.from_preset("tiny", seed=0)
+        before = {k: v.clone() for k, v in adapter_state_dict(pipe.unet).items()}
+        optimizer = torch.optim.AdamW(trainable_parameters(pipe.unet))
+        with pytest.raises(SimDAError, match=f"come from different saves.*{name} at step 2"):
+            load_checkpoint(str(mixed), pipe.unet, optimizer)
+        after = adapter_state_dict(pipe.unet)
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    # a checkpoint of an older simda: no step stamps, no clip shape
+    old = out / "checkpoint"
+    shutil.rmtree(old)
+    shutil.copytree(tmp_path / "step2", old)
+    for name in ("adapters.safetensors", "optimizer.safetensors"):
+        with safe_open(str(old / name), framework="pt") as f:
+            meta = f.metadata()
+        assert meta.pop("step") == "2"
+        save_file(load_file(str(old / name)), str(old / name), metadata=meta)
+    saved = json.loads((old / "state.json").read_text())
+    del saved["clip"]
+    (old / "state.json").write_text(json.dumps(saved))
+    _, state = run(data_dir, out, 4, resume=True)
+    assert state.step == 4 and len(state.losses) == 4
+
+
+def test_the_progress_bar_shows_the_recent_mean_loss_at_every_step(data_dir, tmp_path, monkeypatch):
+    from simda.pipelines import training
+
+    bars = []
+
+    class Bar:
+        def __init__(self, iterable, disable=False, **kwargs):
+            self.iterable, self.disable, self.losses = iterable, disable, []
+            bars.append(self)
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, refresh=True, **postfix):
+            self.losses.append(postfix["loss"])
+
+    monkeypatch.setattr(training, "tqdm", Bar)
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    dataset = ClipDataset(str(data_dir), 3, 64, 64)
+    config = TrainConfig(steps=3, batch_size=1, checkpoint_every=10, log_every=2)
+    losses = train(pipe, dataset, str(tmp_path / "shown"), config).losses
+    assert bars[0].losses == [f"{np.mean(losses[max(0, i - 1) : i + 1]):.4f}" for i in range(3)]
+    train(pipe, dataset, str(tmp_path / "quiet"), config, progress=False)
+    assert bars[1].disable and bars[1].losses == []

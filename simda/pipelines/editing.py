@@ -67,13 +67,22 @@ def grad_scaler(pipe: SimDAPipeline, mixed_precision: str | None) -> torch.amp.G
 
 
 def check_trainable_dtype(params) -> None:
-    """AdamW on fp16 weights breaks: its second moment and eps underflow to 0, and the first
-    step turns small-gradient weights into inf. Train fp32 weights with fp16 autocast."""
-    if any(p.dtype == torch.float16 for p in params):
+    """AdamW needs fp32 weights. On fp16 weights its second moment and eps underflow to 0, and
+    the first step turns small-gradient weights into inf; on bf16 weights (8 bits of mantissa)
+    most of its updates, a small fraction of a weight, round away. Train fp32 weights with
+    fp16/bf16 autocast instead."""
+    dtypes = {p.dtype for p in params}
+    if torch.float16 in dtypes:
         raise SimDAError(
             "the adapters are float16, and AdamW on fp16 weights overflows (its eps and second "
             "moment underflow): load the model in fp32 (--dtype fp32) and train with "
             "mixed_precision='fp16' (--mixed-precision fp16)"
+        )
+    if torch.bfloat16 in dtypes:
+        raise SimDAError(
+            "the adapters are bfloat16, and AdamW on bf16 weights loses most of its updates "
+            "(they round away in bf16's 8-bit mantissa): load the model in fp32 (--dtype fp32) "
+            "and train with mixed_precision='bf16' (--mixed-precision bf16)"
         )
 
 

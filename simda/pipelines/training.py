@@ -4,8 +4,8 @@ Data: a folder of videos (mp4, gif, ...) each with a caption file of the same na
 a CSV with columns ``path,caption`` (paths relative to the CSV). Every training step draws its
 clips, timesteps and noise from a generator seeded by (seed, step), so a run resumed from a
 checkpoint continues exactly as if it had never stopped. Checkpoints (adapters, AdamW state,
-step, losses) are written atomically every ``checkpoint_every`` steps: a killed run loses at
-most that many steps.
+step, losses) are written as one unit every ``checkpoint_every`` steps: a killed run loses at
+most that many steps, and never resumes from a mix of two saves.
 
 Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) the adapters train with
 DistributedDataParallel (gloo on CPU, NCCL on GPU): each rank takes its share of the global
@@ -15,16 +15,27 @@ batch, rank 0 writes checkpoints.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
+from simda.checkpoint import FORMAT as ADAPTER_FORMAT
+from simda.checkpoint import (
+    _adapter_setup,
+    adapter_state_dict,
+    atomic_save,
+    load_adapters,
+    read_safetensors,
+    save_adapters,
+)
 from simda.errors import SimDAError
 from simda.pipelines.editing import (
     autocast,
@@ -188,43 +199,132 @@ class LatentCache:
         return torch.stack([self._low[i] for i in indices])
 
 
-def save_checkpoint(path: str, unet, optimizer, state: TrainState, config: TrainConfig) -> None:
-    os.makedirs(path, exist_ok=True)
-    save_adapters(unet, os.path.join(path, "adapters.safetensors"))
-    opt = optimizer.state_dict()
-    tensors = {
-        f"{i}.{k}": v
-        for i, s in opt["state"].items()
-        for k, v in s.items()
-        if isinstance(v, torch.Tensor)
-    }
-    atomic_save(
-        tensors,
-        os.path.join(path, "optimizer.safetensors"),
-        {"param_groups": json.dumps(opt["param_groups"])},
-    )
-    tmp = os.path.join(path, f"state.json.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump({"state": asdict(state), "config": asdict(config)}, f)
-    os.replace(tmp, os.path.join(path, "state.json"))
+CHECKPOINT_FILES = ("adapters.safetensors", "optimizer.safetensors", "state.json")
+
+
+def _fsync(path: str) -> None:
+    """Flush a file (or, on POSIX, a folder's entries) to disk."""
+    if os.path.isdir(path) and os.name != "posix":
+        return  # folders cannot be opened for fsync on Windows
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find_checkpoint(path: str) -> str | None:
+    """The complete checkpoint saved at ``path``: the folder itself or, after a crash between
+    the two renames of ``save_checkpoint``, the old folder it had moved aside (``path.old``).
+    None when there is neither (a crash during the first save leaves only a ``.tmp-*`` folder,
+    which is never read)."""
+    path = os.path.normpath(path)
+    for folder in (path, path + ".old"):
+        if os.path.isfile(os.path.join(folder, "state.json")):
+            return folder
+    return None
+
+
+def save_checkpoint(
+    path: str, unet, optimizer, state: TrainState, config: TrainConfig, clip: dict | None = None
+) -> None:
+    """Write the checkpoint as one unit: its three files, each stamped with ``state.step``, go
+    to a fresh sibling folder (``path.tmp-<pid>``), are synced to disk, and then replace
+    ``path`` by two renames (the old folder is moved to ``path.old`` first and deleted last).
+    A crash at any point leaves ``path`` or ``path.old`` complete (``find_checkpoint``)."""
+    path = os.path.normpath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    for leftover in glob.glob(glob.escape(path) + ".tmp-*"):  # from crashed saves
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp, aside = f"{path}.tmp-{os.getpid()}", path + ".old"
+    step = {"step": str(state.step)}
+    os.makedirs(tmp)
+    try:
+        adapters = adapter_state_dict(unet)
+        atomic_save(  # save_adapters' file, with the step stamp
+            adapters,
+            os.path.join(tmp, "adapters.safetensors"),
+            {
+                "format": ADAPTER_FORMAT,
+                "parameters": str(sum(v.numel() for v in adapters.values())),
+                "config": json.dumps(_adapter_setup(unet)),
+                **step,
+            },
+        )
+        opt = optimizer.state_dict()
+        tensors = {
+            f"{i}.{k}": v
+            for i, s in opt["state"].items()
+            for k, v in s.items()
+            if isinstance(v, torch.Tensor)
+        }
+        atomic_save(
+            tensors,
+            os.path.join(tmp, "optimizer.safetensors"),
+            {"param_groups": json.dumps(opt["param_groups"]), **step},
+        )
+        saved = {"state": asdict(state), "config": asdict(config)}
+        if clip is not None:
+            saved["clip"] = clip
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(saved, f)
+        for name in CHECKPOINT_FILES:
+            _fsync(os.path.join(tmp, name))
+        _fsync(tmp)
+        if os.path.isdir(path):
+            if os.path.isdir(aside):  # left by a crash after the last swap: path is complete
+                shutil.rmtree(aside)
+            os.replace(path, aside)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync(parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 #: Settings a resumed run must share with its checkpoint (``steps`` may grow).
-RESUME_SETTINGS = ("batch_size", "lr", "seed", "caption_dropout", "mixed_precision")
+RESUME_SETTINGS = (
+    "batch_size",
+    "lr",
+    "seed",
+    "caption_dropout",
+    "mixed_precision",
+    "superres_scale",
+)
 
 
-def load_checkpoint(path: str, unet, optimizer, config: TrainConfig | None = None) -> TrainState:
-    """Restore adapters and optimizer from ``path``. Everything is read and checked before
-    anything is loaded, so a damaged checkpoint leaves the model as it was. With ``config``,
-    the settings of ``RESUME_SETTINGS`` must equal the checkpoint's (an exact resume)."""
-    state_file = os.path.join(path, "state.json")
-    if not os.path.isfile(state_file):
+def _step_stamp(path: str) -> str | None:
+    """The step ``save_checkpoint`` recorded in a safetensors file (None in older files)."""
+    if not os.path.isfile(path):
+        raise SimDAError(f"the checkpoint file {path!r} is missing")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return (f.metadata() or {}).get("step")
+    except Exception as exc:  # not a safetensors file
+        raise SimDAError(f"{path!r} is not a readable safetensors file: {exc}") from exc
+
+
+def load_checkpoint(
+    path: str, unet, optimizer, config: TrainConfig | None = None, clip: dict | None = None
+) -> TrainState:
+    """Restore adapters and optimizer from the checkpoint saved at ``path`` (see
+    ``find_checkpoint``). Everything is read and checked before anything is loaded, so a
+    damaged checkpoint leaves the model as it was; files from different saves (their step
+    stamps differ) are refused. With ``config``, the settings of ``RESUME_SETTINGS`` must equal
+    the checkpoint's and ``config.steps`` must go beyond its step; with ``clip`` (``frames``,
+    ``size``), so must the clip shape (an exact resume)."""
+    folder = find_checkpoint(path)
+    if folder is None:
         raise SimDAError(f"--resume: no checkpoint in {path!r}")
+    state_file = os.path.join(folder, "state.json")
     try:
         with open(state_file) as f:
             saved = json.load(f)
         state = TrainState(**saved["state"])
         saved_config = saved.get("config", {})
+        saved_clip = saved.get("clip") or {}
         if not isinstance(state.step, int) or state.step < 0:
             raise ValueError(f"step {state.step!r}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -235,12 +335,40 @@ def load_checkpoint(path: str, unet, optimizer, config: TrainConfig | None = Non
             for k in RESUME_SETTINGS
             if k in saved_config and saved_config[k] != getattr(config, k)
         ]
+        changed += [
+            f"{k} {saved_clip[k]!r} there, {clip[k]!r} now"
+            for k in (clip or {})
+            if k in saved_clip and saved_clip[k] != clip[k]
+        ]
         if changed:
             raise SimDAError(
-                f"--resume continues the run in {path!r} with its own settings: "
+                f"--resume continues the run in {folder!r} with its own settings: "
                 + "; ".join(changed)
             )
-    tensors, meta = read_safetensors(os.path.join(path, "optimizer.safetensors"))
+        if config.steps <= state.step:
+            raise SimDAError(
+                f"--resume: the checkpoint in {folder!r} is at step {state.step}; "
+                f"steps={config.steps} leaves nothing to train: pass a larger steps "
+                "(--steps) to continue"
+            )
+    adapters_file = os.path.join(folder, "adapters.safetensors")
+    optimizer_file = os.path.join(folder, "optimizer.safetensors")
+    tensors, meta = read_safetensors(optimizer_file)
+    stamps = {
+        "adapters.safetensors": _step_stamp(adapters_file),
+        "optimizer.safetensors": meta.get("step"),
+    }
+    if any(s is not None for s in stamps.values()):  # older checkpoints have none
+        stamps = {"state.json": str(state.step), **stamps}
+        if len(set(stamps.values())) > 1:
+            raise SimDAError(
+                f"the files of the checkpoint in {folder!r} come from different saves ("
+                + ", ".join(
+                    f"{name} {'at step ' + s if s is not None else 'without a step'}"
+                    for name, s in stamps.items()
+                )
+                + "): resume from a whole checkpoint folder, as training wrote it"
+            )
     per_param: dict[int, dict] = {}
     try:
         for key, value in tensors.items():
@@ -248,14 +376,12 @@ def load_checkpoint(path: str, unet, optimizer, config: TrainConfig | None = Non
             per_param.setdefault(int(index), {})[name] = value
         groups = json.loads(meta["param_groups"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise SimDAError(f"{path}/optimizer.safetensors is not a simda optimizer state") from exc
-    load_adapters(unet, os.path.join(path, "adapters.safetensors"))
+        raise SimDAError(f"{optimizer_file} is not a simda optimizer state") from exc
+    load_adapters(unet, adapters_file)
     try:
         optimizer.load_state_dict({"state": per_param, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise SimDAError(
-            f"{path}/optimizer.safetensors does not fit these adapters ({exc})"
-        ) from exc
+        raise SimDAError(f"{optimizer_file} does not fit these adapters ({exc})") from exc
     return state
 
 
@@ -291,12 +417,13 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     scaler = grad_scaler(pipe, config.mixed_precision)
     checkpoint = os.path.join(output_dir, "checkpoint")
-    if not resume and os.path.isfile(os.path.join(checkpoint, "state.json")):
+    clip = {"frames": dataset.num_frames, "size": list(dataset.size)}
+    if not resume and find_checkpoint(checkpoint) is not None:
         raise SimDAError(
             f"{output_dir!r} already holds a training checkpoint: resume it (resume=True, "
             "--resume) or write to another output folder (nothing was overwritten)"
         )
-    state = load_checkpoint(checkpoint, unet, optimizer, config) if resume else TrainState()
+    state = load_checkpoint(checkpoint, unet, optimizer, config, clip) if resume else TrainState()
     if state.grad_scaler and scaler.is_enabled():
         scaler.load_state_dict(state.grad_scaler)
     model = unet
@@ -350,11 +477,11 @@ def train(
             loss /= world
         state.losses.append(loss.item())
         state.step = step + 1
-        if step % config.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(state.losses[-config.log_every :]):.4f}")
+        if not bar.disable:  # rank 0, with progress: the mean of the last log_every losses
+            bar.set_postfix(loss=f"{np.mean(state.losses[-config.log_every :]):.4f}", refresh=False)
         if rank == 0 and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
             state.grad_scaler = scaler.state_dict()  # read here only: it syncs with the GPU
-            save_checkpoint(checkpoint, unet, optimizer, state, config)
+            save_checkpoint(checkpoint, unet, optimizer, state, config, clip)
     unet.eval()
     if config.gradient_checkpointing:
         unet.disable_gradient_checkpointing()
