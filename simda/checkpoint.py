@@ -66,10 +66,16 @@ def _adapter_setup(model: torch.nn.Module) -> dict:
     return setup
 
 
-def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None = None) -> int:
+def save_adapters(
+    model: torch.nn.Module,
+    path: str,
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, str] | None = None,
+) -> int:
     """Save the adapters of ``model`` (a SimDAUNet) to ``path`` (.safetensors).
 
-    ``dtype=torch.float16`` halves the file (sd15: about 50 MB). Returns the parameter count.
+    ``dtype=torch.float16`` halves the file (sd15: about 50 MB). ``metadata``: extra string
+    entries for the file's header (e.g. a training step). Returns the parameter count.
     """
     if os.path.splitext(path)[1].lower() in (".bin", ".ckpt", ".pt", ".pth", ".pkl"):
         raise SimDAError(
@@ -85,7 +91,7 @@ def save_adapters(model: torch.nn.Module, path: str, dtype: torch.dtype | None =
         state = {k: v.to(dtype) for k, v in state.items()}
     meta = {"format": FORMAT, "parameters": str(sum(v.numel() for v in state.values()))}
     meta["config"] = json.dumps(_adapter_setup(model))
-    atomic_save(state, path, meta)
+    atomic_save(state, path, {**(metadata or {}), **meta})
     return sum(v.numel() for v in state.values())
 
 

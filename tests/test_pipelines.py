@@ -350,3 +350,7 @@ def test_tuning_refuses_fp16_weights():
     pipe.unet.half()
     with pytest.raises(SimDAError, match="AdamW on fp16 weights"):
         tune(pipe, clip(), "a red square moving right", steps=1, progress=False)
+    pipe.unet.bfloat16()
+    with pytest.raises(SimDAError, match="AdamW on bf16 weights loses most of its updates"):
+        tune(pipe, clip(), "a red square moving right", steps=1, progress=False)
+    tune(pipe, clip(), "a red square moving right", steps=0, progress=False)  # nothing trains

@@ -225,6 +225,7 @@ def six_steps(data_dir, tmp_path_factory):
 def test_a_crash_during_a_save_resumes_the_last_complete_checkpoint(
     data_dir, tmp_path, monkeypatch, six_steps, crash, kept
 ):
+    from simda import checkpoint
     from simda.pipelines import training
 
     out = tmp_path / "run"
@@ -260,7 +261,8 @@ def test_a_crash_during_a_save_resumes_the_last_complete_checkpoint(
         return rmtree(path, *args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(training, "atomic_save", crashing_save)
+        m.setattr(training, "atomic_save", crashing_save)  # the optimizer's file
+        m.setattr(checkpoint, "atomic_save", crashing_save)  # save_adapters'
         m.setattr(training, "_fsync", crashing_fsync)
         m.setattr(os, "replace", crashing_replace)
         m.setattr(training.shutil, "rmtree", crashing_rmtree)

@@ -112,7 +112,8 @@ def tune(
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
     cond = pipe.encode_prompt([prompt])
     params = trainable_parameters(unet)
-    check_trainable_dtype(params)
+    if steps:  # no tuning (steps=0) takes the weights as they are
+        check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=lr)
     scaler = grad_scaler(pipe, mixed_precision)
     if gradient_checkpointing:

@@ -27,15 +27,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from simda.checkpoint import FORMAT as ADAPTER_FORMAT
-from simda.checkpoint import (
-    _adapter_setup,
-    adapter_state_dict,
-    atomic_save,
-    load_adapters,
-    read_safetensors,
-    save_adapters,
-)
+from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
 from simda.errors import SimDAError
 from simda.pipelines.editing import (
     autocast,
@@ -241,17 +233,7 @@ def save_checkpoint(
     step = {"step": str(state.step)}
     os.makedirs(tmp)
     try:
-        adapters = adapter_state_dict(unet)
-        atomic_save(  # save_adapters' file, with the step stamp
-            adapters,
-            os.path.join(tmp, "adapters.safetensors"),
-            {
-                "format": ADAPTER_FORMAT,
-                "parameters": str(sum(v.numel() for v in adapters.values())),
-                "config": json.dumps(_adapter_setup(unet)),
-                **step,
-            },
-        )
+        save_adapters(unet, os.path.join(tmp, "adapters.safetensors"), metadata=step)
         opt = optimizer.state_dict()
         tensors = {
             f"{i}.{k}": v
