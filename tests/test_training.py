@@ -54,6 +54,9 @@ def test_dataset_from_folder_and_csv(data_dir, tmp_path):
     csv.write_text("path,caption\n" + f"{data_dir}/clip1.gif,hello world\n")
     listed = ClipDataset(str(csv), 3, 64, 64)
     assert len(listed) == 1 and listed.caption(0) == "hello world"
+    csv.write_text("path,caption\n" + f"{data_dir}/clip1.gif,hello\n{data_dir}/clip2.mp4, \n")
+    with pytest.warns(UserWarning, match="1 of 2 clips .* have an empty caption .*clip2.mp4"):
+        ClipDataset(str(csv), 3, 64, 64)
 
 
 def test_dataset_errors(tmp_path):

@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -50,6 +51,14 @@ class ClipDataset:
             raise SimDAError(
                 f"no captioned clips in {source!r} (expected videos with a .txt "
                 "caption of the same name, or a CSV with path,caption)"
+            )
+        empty = [os.path.basename(path) for path, caption in self.items if not caption.strip()]
+        if empty:
+            warnings.warn(
+                f"{len(empty)} of {len(self.items)} clips in {source!r} have an empty caption "
+                f"(e.g. {empty[0]}): they train as unconditional, like caption dropout",
+                UserWarning,
+                stacklevel=2,
             )
         self._frames: dict[int, np.ndarray] = {}
 
