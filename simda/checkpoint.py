@@ -95,13 +95,25 @@ def save_adapters(
     return sum(v.numel() for v in state.values())
 
 
+def _is_pickle(path: str) -> bool:
+    """Whether ``path`` is a torch.save file (zip or legacy pickle) rather than safetensors,
+    whose first 8 bytes are its JSON header's length (then ``{``): any value of those bytes,
+    pickle-like or not, is fine when the header they announce fits the file."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9:
+        header = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and 8 + header <= os.path.getsize(path):
+            return False  # a safetensors header
+    legacy = len(head) > 1 and head[0] == 0x80 and head[1] in (2, 3, 4, 5)  # pickle protocol
+    return head[:4] == b"PK\x03\x04" or legacy
+
+
 def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of a safetensors file, with a clear error for anything else."""
     if not os.path.isfile(path):
         raise SimDAError(f"weights file {path!r} does not exist")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head[:2] in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+    if _is_pickle(path):
         raise SimDAError(
             f"{path!r} is a pickled PyTorch checkpoint (torch.save), not safetensors: simda "
             "never unpickles weights (unpickling can run code). Convert it where you trust it: "

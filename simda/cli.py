@@ -106,10 +106,11 @@ def load_pipeline(args, device=None):
 def default_pipeline(device, dtype, seed=0):
     """The model used without ``--model``: the shipped toy-world model when present, else a
     randomly initialised tiny model."""
+    from simda import toyworld
     from simda.pipelines import SimDAPipeline
 
-    shipped = os.path.join(os.path.dirname(__file__), "assets", "toyworld")
-    if os.path.isfile(os.path.join(shipped, "model_index.json")):
+    shipped = toyworld.shipped_folder()
+    if shipped is not None:
         return SimDAPipeline.from_pretrained(shipped, device=device, dtype=dtype)
     return SimDAPipeline.from_preset("tiny", seed=seed, device=device, dtype=dtype)
 
@@ -269,6 +270,7 @@ def cmd_superres(args) -> int:
         )
         make_superres(pipe)
     _resolve_sampling(args, pipe)
+    args.scale = args.scale or pipe.config.get("superres_scale") or 2
     frames = upscale(
         pipe,
         low,
@@ -484,10 +486,13 @@ def _check_new_folder(path: str, option: str) -> None:
 
 
 def _check_paths(args) -> None:
-    if getattr(args, "output", None) is not None:
+    """The folders a command will write, checked before it starts (those it uses only)."""
+    report = getattr(args, "report", None)
+    if report:
+        _check_output_folder(os.path.dirname(os.path.abspath(report)), "--report's folder")
+    unused = report or getattr(args, "action", None) == "ship"
+    if getattr(args, "output", None) is not None and not unused:
         _check_output_folder(args.output)
-    if getattr(args, "report", None):
-        _check_output_folder(os.path.dirname(os.path.abspath(args.report)), "--report's folder")
 
 
 def _file_name(text: str) -> str:
@@ -698,7 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("superres", help="video super-resolution")
     p.add_argument("video", help="the low-resolution clip (mp4, gif, ...)")
     p.add_argument("--prompt", default="", help="what the clip shows")
-    p.add_argument("--scale", type=_positive_int, default=2, help="upscaling factor (default 2)")
+    p.add_argument(
+        "--scale",
+        type=_positive_int,
+        help="upscaling factor (default: the one the model was trained for, else 2)",
+    )
     _common(p)
     _sampling(p, superres=True)
     p.set_defaults(func=cmd_superres)

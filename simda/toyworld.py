@@ -285,10 +285,21 @@ def train_base(
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "toyworld")
 
 
+def shipped_folder(target: str = SHIPPED) -> str | None:
+    """The built-in model's folder: ``target``, or ``target.old`` when ``ship`` stopped between
+    its two renames; None when neither holds a model."""
+    for folder in (target, target + ".old"):
+        if os.path.isfile(os.path.join(folder, "model_index.json")):
+            return folder
+    return None
+
+
 def ship(model: str, target: str = SHIPPED) -> str:
     """Store the trained toy-world pipeline folder ``model`` as the built-in model (fp16) at
-    ``target``. The old model is swapped out by renames, so at every moment one complete
-    model is at ``target`` (or, for an instant, at ``target.old-PID``)."""
+    ``target``: written to ``target.tmp``, then swapped in by two renames (the old model to
+    ``target.old``, deleted last), so a failure at any point leaves a complete model at
+    ``target`` or ``target.old`` (``shipped_folder``)."""
+    import glob
     import shutil
 
     import torch
@@ -299,16 +310,21 @@ def ship(model: str, target: str = SHIPPED) -> str:
     if not is_toyworld(pipe):
         raise SimDAError(f"--model {model!r} is not a toy-world model")
     pipe.config.setdefault("sampling", dict(SAMPLING))
-    staging, previous = f"{target}.tmp-{os.getpid()}", f"{target}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging, previous = target + ".tmp", target + ".old"
+    if shipped_folder(target) == previous:  # an earlier ship stopped between its renames
+        os.replace(previous, target)
+    for leftover in [staging, previous, *glob.glob(glob.escape(target) + ".*-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         pipe.save_pretrained(staging, dtype=torch.float16)
+        if os.path.exists(target):
+            os.replace(target, previous)
+        os.replace(staging, target)
     except BaseException:
+        if not os.path.exists(target) and os.path.isdir(previous):
+            os.replace(previous, target)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if os.path.exists(target):
-        os.replace(target, previous)
-    os.replace(staging, target)
     shutil.rmtree(previous, ignore_errors=True)
     return target
 
@@ -331,11 +347,11 @@ def write_dataset(output: str, clips: int, seed: int = 0) -> str:
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
         raise SimDAError(f"clips (--clips) must be a positive integer, got {clips!r}")
     if os.path.isdir(output):
-        held = [n for n in os.listdir(output) if n.endswith((".gif", ".mp4", ".txt", ".csv"))]
-        if held:
+        held = [n for n in os.listdir(output) if n.endswith((".txt", ".csv"))]
+        if held:  # captions make clips a data set (videos alone, e.g. outputs, are ignored)
             raise SimDAError(
-                f"{output!r} already holds {len(held)} clip or caption files: write the data "
-                "set to an empty folder (a second set would mix with the first)"
+                f"{output!r} already holds {len(held)} caption files: write the data set to "
+                "another folder (a second set would mix with the first)"
             )
     os.makedirs(output, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -188,6 +188,21 @@ def test_superres(tmp_path, capsys):
     assert "was not trained for super-resolution" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # the size follows the clip: no --size to ignore
         main(["superres", low, "--size", "64"])
+    # a model trained for x4 (recorded in its folder) upscales by 4 unless told otherwise
+    from simda.pipelines import SimDAPipeline, make_superres
+
+    model = str(tmp_path / "x4")
+    tiny = SimDAPipeline.from_preset("tiny")  # 64 px frames: 16 px in, 64 out
+    make_superres(tiny, 4).save_pretrained(model)
+    low16 = write_video(str(tmp_path / "low16.gif"), frames[:, ::2, ::2])
+    argv = ["superres", low16, "--model", model, "--steps", "1", "--output", out, "--quiet"]
+    assert main(argv) == 0
+    assert_video(os.path.join(out, "low16-x4.mp4"), 2, (64, 64))
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv, "--scale", "2"]) == 0
+    assert "simda superres: warning: this model was trained to upscale by 4, not 2" in (
+        capsys.readouterr().err
+    )
 
 
 def test_demo(tmp_path):
@@ -461,6 +476,15 @@ def test_an_output_that_cannot_be_a_folder_fails_before_any_work(argv, tmp_path,
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert afile.read_text() == "not a folder"
+
+
+def test_only_the_folders_a_command_writes_are_checked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").write_text("the default --output is a file here")
+    assert main(["toyworld", "ship", "--model", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err  # not about --output
+    assert main(["eval-toyworld", "--report", str(tmp_path / "r" / "e.md"), "--captions", "0"]) == 2
+    assert "--captions must be in 1.." in capsys.readouterr().err  # --output unused: unchecked
 
 
 def test_eval_report_and_saved_pipeline_folders_are_checked_first(tmp_path, capsys):

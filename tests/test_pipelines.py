@@ -166,6 +166,23 @@ def test_pickled_checkpoints_are_named_and_never_loaded(tmp_path, monkeypatch):
     for path in (zipped, legacy):
         with pytest.raises(SimDAError, match="is a pickled PyTorch checkpoint .* not safetensors"):
             simda.load_adapters(model, path)
+    # safetensors files whose header length begins like a pickle (0x280 = b"\x80\x02") or a
+    # zip (0x4b50 = b"PK") are still safetensors
+    from safetensors.torch import save_file
+
+    from simda.checkpoint import read_safetensors
+
+    def save(path, pad):  # -> the header's length (JSON padded to a multiple of 8)
+        save_file({"w": torch.ones(2)}, path, metadata={"pad": "x" * pad})
+        with open(path, "rb") as f:
+            return int.from_bytes(f.read(8), "little")
+
+    for header in (0x280, 0x380, 0x4B50):
+        path = str(tmp_path / f"h{header}.safetensors")
+        start = header - save(path, 0)
+        pad = next(p for p in range(start, start + 9) if save(path, p) == header)
+        tensors, meta = read_safetensors(path)
+        assert torch.equal(tensors["w"], torch.ones(2)) and meta["pad"] == "x" * pad
 
 
 def test_tuning_trains_only_the_adapters():

@@ -135,11 +135,15 @@ def test_data_and_stage1_refuse_to_write_over_what_is_there(tmp_path, monkeypatc
 
     folder = toyworld.write_dataset(str(tmp_path / "data"), clips=2, seed=1)
     before = sorted(os.listdir(folder))
-    with pytest.raises(SimDAError, match="already holds 4 clip or caption files"):
+    with pytest.raises(SimDAError, match="already holds 2 caption files"):
         toyworld.write_dataset(folder, clips=1, seed=5)
     assert sorted(os.listdir(folder)) == before
     with pytest.raises(SimDAError, match="clips .* must be a positive integer"):
         toyworld.write_dataset(str(tmp_path / "none"), clips=0)
+    outputs = tmp_path / "out"  # videos without captions, e.g. `simda generate` outputs
+    outputs.mkdir()
+    (outputs / "a-red-circle-s0.gif").write_bytes(b"GIF89a")
+    assert len(os.listdir(toyworld.write_dataset(str(outputs), clips=1))) == 3
     model = tmp_path / "base"
     model.mkdir()
     (model / "model_index.json").write_text("{}")
@@ -171,10 +175,30 @@ def test_ship_swaps_the_model_in_whole(tmp_path, monkeypatch):
     SimDAPipeline.from_preset("tiny").save_pretrained(tiny)
     with pytest.raises(SimDAError, match="not a toy-world model"):
         toyworld.ship(tiny, str(target))
-    monkeypatch.setattr(SimDAPipeline, "save_pretrained", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        toyworld.ship(source, str(target))
+    with monkeypatch.context() as m:
+        m.setattr(SimDAPipeline, "save_pretrained", broken_save)
+        with pytest.raises(OSError, match="disk full"):
+            toyworld.ship(source, str(target))
     assert sorted(os.listdir(target)) == shipped
+    assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]
+    replace = os.replace
+
+    def no_move_in(src, dst):
+        if dst == str(target) and src.endswith(".tmp"):
+            raise OSError("killed")
+        return replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", no_move_in)
+        with pytest.raises(OSError, match="killed"):
+            toyworld.ship(source, str(target))
+    assert sorted(os.listdir(target)) == shipped  # the old model moved back
+    assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]
+    # a process killed between the renames leaves only target.old: still the built-in model
+    os.replace(target, str(target) + ".old")
+    assert toyworld.shipped_folder(str(target)) == str(target) + ".old"
+    toyworld.ship(source, str(target))
+    assert toyworld.shipped_folder(str(target)) == str(target)
     assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -440,7 +441,7 @@ class SimDAPipeline:
         if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
             raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         prompts = [prompt] if isinstance(prompt, str) else prompt
-        prompts = list(prompts) if isinstance(prompts, (list, tuple)) else []
+        prompts = list(prompts) if isinstance(prompts, Iterable) else []
         if not prompts or not all(isinstance(p, str) for p in [*prompts, negative_prompt]):
             raise SimDAError(
                 "prompt must be a string or a non-empty list of strings, and negative_prompt a "

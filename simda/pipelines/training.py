@@ -207,7 +207,7 @@ def _fsync(path: str) -> None:
     """Flush a file (or, on POSIX, a folder's entries) to disk."""
     if os.path.isdir(path) and os.name != "posix":
         return  # folders cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY if os.path.isdir(path) else os.O_RDWR)  # Windows: write
     try:
         os.fsync(fd)
     finally:
@@ -336,11 +336,10 @@ def load_checkpoint(
                 f"--resume continues the run in {folder!r} with its own settings: "
                 + "; ".join(changed)
             )
-        if config.steps <= state.step:
+        if config.steps < state.step:  # equal: a finished run, its final files rewritten
             raise SimDAError(
-                f"--resume: the checkpoint in {folder!r} is at step {state.step}; "
-                f"steps={config.steps} leaves nothing to train: pass a larger steps "
-                "(--steps) to continue"
+                f"--resume: the checkpoint in {folder!r} is at step {state.step}, beyond "
+                f"steps={config.steps}: pass steps >= {state.step} (--steps) to continue"
             )
     adapters_file = os.path.join(folder, "adapters.safetensors")
     optimizer_file = os.path.join(folder, "optimizer.safetensors")
