@@ -1,30 +1,26 @@
 #!/usr/bin/env bash
-# One script for a lent GPU (H100/H200): install what is missing, build the CUDA extension,
-# run the GPU tests and the benchmarks, print short tables. Full results go to $OUT.
-#   ../shared/gpu/prepare-wheels.sh requests urllib3 idna charset_normalizer certifi
-#                                             # on the CPU machine: wheels into .whl/ (diffusers
-#                                             # needs requests, which that machine may lack)
-#   bash scripts/gpu_check.sh [STAGE ...]     # on the GPU machine; STAGES default to all:
+# Check simda on a GPU machine in one run: build the CUDA extension, run the GPU tests, the
+# kernel benchmarks and the benchmark suite, and print short tables; full results go to $OUT
+# (default out/gpu).
+#   bash scripts/gpu_check.sh [STAGE ...]     # STAGES default to all:
 #        build tests lsa adapter suite        # (suite = pytest benchmarks/, about 6 minutes)
-# With the device tool's 15 minutes (start-up included; at most 10 per command): first call
-#   `BUDGET=420 bash scripts/gpu_check.sh build tests lsa adapter` (timeout_s 450, carry .whl),
-# which answers the kernel issues (correctness on hardware, both side-by-side tables) and
-# leaves time for one more call. Estimate for it: build ~40 s; GPU tests ~1.5 min (about 150
-# Triton compilations, ~1 s each in 16 bits and ~3.5 s in fp32, measured for sm_90 on one CPU
-# core with triton 3.6, plus two Inductor compiles: ~3.5 min, run in five processes side by
-# side); 12 attention rows of ~6 s; 14 adapter rows (fp16, bf16) of ~10 s,
-# each compiling its torch.compile column afresh: about 6 minutes. Stages print rows as they
-# are measured, so a stage cut short by BUDGET still leaves its first rows. Then
-# `bash scripts/gpu_check.sh suite` if time is left (the extension built in place by the first
-# call stays on a warm machine; add `build` first on a fresh one). Stage `tune` (not a default)
-# sweeps the attention kernels' launch configs: `bash scripts/gpu_check.sh tune`.
-# BUDGET (seconds, default 580) bounds the whole run: each stage's timeout is cut to what is
-# left, and a stage with under 30 s left is skipped, so the script ends before the call does.
+#   stage `tune` (not a default) sweeps the attention kernels' launch configs (3-5 minutes)
+# An offline machine can take wheels from .whl/ (installed into /tmp/site, e.g. diffusers and
+# requests for the suite). The extension is built for this card's architecture unless
+# TORCH_CUDA_ARCH_LIST says otherwise. Times on an H100/H200: build ~40 s; GPU tests ~1.5 min
+# (about 150 Triton compilations, ~1 s each in 16 bits and ~3.5 s in fp32, on one CPU core
+# with triton 3.6, plus two Inductor compiles, run in five processes side by side); 12
+# attention rows of ~6 s; 14 adapter rows (fp16, bf16) of ~10 s, each compiling its
+# torch.compile column afresh. `build tests lsa adapter` takes about 6 minutes. Stages print
+# rows as they are measured. BUDGET (seconds, default 3600) bounds the whole run: each stage's
+# timeout is cut to what is left, and a stage with under 30 s left is skipped, so a run under
+# an outer time limit ends with the results of the stages it finished (e.g. BUDGET=420
+# within a 450 s limit).
 set -uo pipefail
 # Compiled Triton kernels, never the interpreter (the tests' default without a GPU).
 export TRITON_INTERPRET=0
 OUT=${OUT:-out/gpu}
-BUDGET=${BUDGET:-580}
+BUDGET=${BUDGET:-3600}
 mkdir -p "$OUT"
 stages=${*:-build tests lsa adapter suite}
 start=$(date +%s)
@@ -48,7 +44,9 @@ python3 -c "import numpy, torch, triton; print('torch', torch.__version__, 'trit
 
 if want build; then
   step "build the CUDA extension"
-  SIMDA_FORCE_CUDA=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip install -q --no-build-isolation --no-deps \
+  arch=${TORCH_CUDA_ARCH_LIST:-$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")}
+  echo "TORCH_CUDA_ARCH_LIST=$arch"
+  SIMDA_FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=$arch python3 -m pip install -q --no-build-isolation --no-deps \
     -e . > "$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; echo "BUILD FAILED"; }
   python3 -c "import simda_kernels._C; print('simda_kernels._C loaded')" 2>&1 | tail -2
 fi
@@ -60,7 +58,7 @@ if want tests && fits tests; then
   # One process per group: a CUDA fault in one cannot fail the others' tests, and the Triton
   # compilations (most of the time) run in parallel. timeout sends SIGINT first, so that pytest
   # still prints which tests failed (-rfE) when it is cut short.
-  t=$(limit 200)
+  t=$(limit 400)
   gpu_tests() {
     local name=$1; shift
     timeout -s INT -k 20 "$t" python3 -m pytest -q -rfE -m gpu -p no:cacheprovider "$@" \
@@ -99,7 +97,7 @@ if want tune && fits tune; then  # not a default stage: a launch-config sweep, 3
 fi
 if want suite && ! python3 -c "import diffusers" > "$OUT/diffusers.txt" 2>&1; then
   echo "== skip suite: diffusers does not import ($(tail -1 "$OUT/diffusers.txt"));"
-  echo "   carry its wheels: ../shared/gpu/prepare-wheels.sh requests urllib3 idna charset_normalizer certifi"
+  echo "   install it (pip install diffusers), or put its wheels and requests' in .whl/"
 elif want suite && fits suite; then
   step "benchmark suite vs Tune-A-Video and LVDM"
   SIMDA_BENCH_ROUNDS=${SIMDA_BENCH_ROUNDS:-3} timeout "$(limit 420)" python3 -m pytest -q -p no:cacheprovider \
