@@ -24,9 +24,38 @@ def _is_trained(module: torch.nn.Module) -> bool:
     )
 
 
+def as_module(model, what: str = "model") -> torch.nn.Module:
+    """``model`` itself, or the ``.unet`` of a pipeline."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    unet = getattr(model, "unet", None)
+    if isinstance(unet, torch.nn.Module):
+        return unet
+    raise SimDAError(
+        f"{what} must be a SimDA UNet (torch.nn.Module) or a pipeline with a .unet, got "
+        f"{type(model).__name__}"
+    )
+
+
+def _matching_names(tensors: dict, own: dict) -> dict:
+    """The file's tensors under the model's names when they differ only by the ``unet.``
+    prefix of a SimDAUNet (a file saved from ``video_unet.unet``, loaded into ``video_unet``,
+    or the other way round)."""
+    if set(tensors) == set(own):
+        return tensors
+    added = {f"unet.{k}": v for k, v in tensors.items()}
+    if set(added) == set(own):
+        return added
+    stripped = {k.removeprefix("unet."): v for k, v in tensors.items()}
+    if all(k.startswith("unet.") for k in tensors) and set(stripped) == set(own):
+        return stripped
+    return tensors
+
+
 def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters of every spatial and temporal adapter (and of layers a variant trains with
-    them), under the model's own names."""
+    them), under the model's own names (``model`` may be a pipeline: its ``.unet``)."""
+    model = as_module(model)
     names = {
         f"{prefix}.{name}" if prefix else name
         for prefix, module in model.named_modules()
@@ -82,6 +111,7 @@ def save_adapters(
             f"save_adapters writes safetensors: name the file .safetensors, not {path!r} "
             "(that suffix means a pickle to other tools)"
         )
+    model = as_module(model)
     state = adapter_state_dict(model)
     if not state:
         raise SimDAError("this model has no SimDA adapters to save")
@@ -131,7 +161,10 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
 
     Names and shapes are checked; with ``strict`` any missing, unexpected or mis-shaped entry
     raises one error that lists them. Returns ``{"missing": [...], "unexpected": [...]}``.
+    ``model`` may be a pipeline (its ``.unet``); a file saved from the inner image UNet
+    (``video_unet.unet``) loads into the video UNet and the other way round.
     """
+    model = as_module(model)
     tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise SimDAError(f"{path!r} is not a SimDA adapter file (format {meta.get('format')!r})")
@@ -139,6 +172,7 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
     if not_float:
         raise SimDAError(f"{path!r} holds non-float adapter weights (e.g. {not_float[:3]})")
     own = adapter_state_dict(model)
+    tensors = _matching_names(tensors, own)
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     mismatched = sorted(

@@ -185,13 +185,14 @@ class SimDAUNet(VideoUNet):
             if isinstance(block, SimDATransformerBlock):
                 old = block.attn1.processor
                 new = _make_processor(self.context, layout)
-                if isinstance(old, LatentShiftAttnProcessor) and isinstance(
-                    new, LatentShiftAttnProcessor
-                ):
-                    new.backend = old.backend
-                    new.__dict__.update(
-                        {k: v for k, v in old.__dict__.items() if k.startswith("_simda")}
-                    )
+                if isinstance(old, LatentShiftAttnProcessor):  # kept across "self" too
+                    block.attn1._simda_kernel_choice = {
+                        "backend": old.backend,
+                        **{k: v for k, v in old.__dict__.items() if k.startswith("_simda")},
+                    }
+                kept = getattr(block.attn1, "_simda_kernel_choice", None)
+                if isinstance(new, LatentShiftAttnProcessor) and kept:
+                    new.__dict__.update(kept)
                 block.attn1.set_processor(new)
 
 
@@ -292,7 +293,10 @@ def remove_components(
 
 def count_parameters(model: nn.Module) -> dict:
     """Parameter counts: ``total``, ``trainable``, ``frozen``, ``spatial_adapters``,
-    ``temporal_adapters``."""
+    ``temporal_adapters`` (``model`` may be a pipeline: its ``.unet``)."""
+    from simda.checkpoint import as_module
+
+    model = as_module(model)
 
     def numel(params):
         return sum(p.numel() for p in params)

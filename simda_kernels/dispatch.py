@@ -156,6 +156,7 @@ def latent_shift_attention(
     """
     check_backend(backend, LSA_BACKENDS)
     check_lsa_inputs(q, k, v, frames, height, width, layout, reference.LSA_LAYOUTS)
+    frames, height, width = int(frames), int(height), int(width)  # e.g. numpy ints
     if token_order not in lsa.TOKEN_ORDERS:
         raise ValueError(f"token_order must be one of {lsa.TOKEN_ORDERS}, got {token_order!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else _scale(scale)

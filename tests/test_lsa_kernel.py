@@ -390,6 +390,15 @@ def test_grid_and_32_bit_offset_limits_are_clear_errors():
     )
 
 
+def test_sizes_may_be_numpy_ints():
+    import numpy as np
+
+    q, k, v = make_qkv(2, 3, 3, 8, torch.float32)
+    sizes = (np.int64(2), np.int32(3), np.int64(3))
+    got = simda_kernels.latent_shift_attention(q, k, v, *sizes, backend="reference")
+    assert torch.equal(got, reference.latent_shift_attention(q, k, v, 2, 3, 3))
+
+
 def test_auto_uses_the_reference_on_cpu():
     from simda_kernels import dispatch
 

@@ -96,6 +96,10 @@ def test_layout_switch_keeps_the_optimization():
     simda.optimize(model, attention_backend="triton")
     model.set_lsa_layout("released")
     assert backends(model)["attention"] == {"triton"}
+    model.set_lsa_layout("self")  # plain attention: no LSA processor to hold the choice
+    assert backends(model)["attention"] == set()
+    model.set_lsa_layout("paper")
+    assert backends(model)["attention"] == {"triton"}
     simda.restore(model)
     assert backends(model)["attention"] == {"reference"}
 

@@ -2,6 +2,7 @@
 super-resolution, adapter files."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -255,6 +256,88 @@ def test_superres_scale_is_recorded_and_checked(tmp_path):
     for scale in (0, -2, 1.5, True):
         with pytest.raises(SimDAError, match="scale .* must be a positive integer"):
             upscale(pipe, low, "", scale=scale, num_inference_steps=1, progress=False)
+
+
+def test_upscale_checks_its_arguments_and_follows_the_model(tmp_path):
+    pipe = make_superres(SimDAPipeline.from_preset("tiny", seed=6), scale=2)
+    low = clip(frames=1, size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trained scale, no warning
+        out = upscale(pipe, low, "", num_inference_steps=1, progress=False)
+    assert out.shape == (1, 32, 32, 3)
+    for kwargs, match in (
+        (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number"),
+        (dict(low_frames=low.astype(np.float32) / 255), "uint8 RGB array .* got float32"),
+        (dict(low_frames=list(low)), "low_frames must be a uint8 RGB array .* got list"),
+        (dict(low_frames=low[None]), r"got uint8 array of shape \(1, 1, 16, 16, 3\)"),
+        (dict(prompt=None), "prompt must be a string"),
+        (dict(num_inference_steps=0), "num_inference_steps must be an int"),
+        (dict(generator=3), "generator must be a torch.Generator"),
+    ):
+        args = {"low_frames": low, "prompt": "", "num_inference_steps": 1, **kwargs}
+        with pytest.raises(SimDAError, match=match):
+            upscale(pipe, args.pop("low_frames"), args.pop("prompt"), progress=False, **args)
+    for scale in (0, 1, 2.7, "x", True):
+        with pytest.raises(SimDAError, match="scale must be an int >= 2"):
+            make_superres(SimDAPipeline.from_preset("tiny"), scale)
+
+
+def test_sampling_argument_types_are_named(pipe):
+    for kwargs, match in (
+        (dict(num_frames=2.0), "num_frames must be an int, got 2.0"),
+        (dict(num_frames="2"), "num_frames must be an int, got '2'"),
+        (dict(num_frames=None), "num_frames must be an int, got None"),
+        (dict(num_frames=True), "num_frames must be an int, got True"),
+        (dict(height="16"), "height must be an int, got '16'"),
+        (dict(generator=3), "generator must be a torch.Generator"),
+    ):
+        with pytest.raises(SimDAError, match=match):
+            pipe("a", **{"num_frames": 1, "num_inference_steps": 1, "progress": False, **kwargs})
+    latents = torch.randn(1, 4, 2, 8, 8)
+    with pytest.raises(SimDAError, match="latents must be a \\(B, C, F, h, w\\) tensor"):
+        pipe.invert(None, 2, progress=False)
+    with pytest.raises(SimDAError, match="prompt must be a string, got \\['a', 'b'\\]"):
+        pipe.invert(latents, 2, prompt=["a", "b"], progress=False)
+    with pytest.raises(SimDAError, match="latents must be a \\(B, C, F, h, w\\) tensor"):
+        pipe.decode_latents(latents[:, :, 0])
+
+
+def test_from_preset_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    SimDAPipeline.from_preset("tiny", seed=0)
+    assert torch.equal(torch.rand(3), want)
+    a, b = (SimDAPipeline.from_preset("tiny", seed=5).unet.state_dict() for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the seed still fixes the weights
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
+def test_moving_to_a_missing_gpu_is_named(pipe):
+    with pytest.raises(SimDAError, match="device cuda needs a CUDA GPU, and none is available"):
+        pipe.to("cuda")
+
+
+def test_adapter_files_and_counts_take_a_pipeline_and_either_unet(tmp_path, pipe):
+    video_unet = pipe.unet
+    assert simda.count_parameters(pipe) == simda.count_parameters(video_unet)
+    simda.save_adapters(pipe, str(tmp_path / "p.safetensors"))
+    simda.save_adapters(video_unet.unet, str(tmp_path / "inner.safetensors"))
+    other = SimDAPipeline.from_preset("tiny", seed=9)
+    for path, target in (
+        ("p.safetensors", other),
+        ("inner.safetensors", other.unet),  # saved without the "unet." prefix
+        ("p.safetensors", other.unet.unet),  # saved with it
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the inner UNet records no setup
+            report = simda.load_adapters(target, str(tmp_path / path))
+        assert report == {"missing": [], "unexpected": []}
+        got = simda.checkpoint.adapter_state_dict(other)
+        want = simda.checkpoint.adapter_state_dict(pipe)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(SimDAError, match="must be a SimDA UNet .* got str"):
+        simda.count_parameters("unet")
 
 
 def test_wrong_argument_types_are_named(tmp_path, pipe):

@@ -9,6 +9,8 @@ trains with the adapters, since it is the only way ``x_low`` enters the model.
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from simda.errors import SimDAError
-from simda.pipelines.t2v import SimDAPipeline, draw_noise
+from simda.pipelines.t2v import SimDAPipeline, check_generator, check_prompt, draw_noise
 from simda.video import resize_frames
 
 
@@ -52,9 +54,11 @@ def make_superres(pipe: SimDAPipeline, scale: int | None = None) -> SimDAPipelin
         unet2d.conv_in.requires_grad_(True)
     else:
         widen_conv_in(unet2d, unet2d.config.out_channels)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 2):
+        raise SimDAError(f"scale must be an int >= 2 (or None), got {scale!r}")
     pipe.config["superres"] = True
     if scale is not None:
-        pipe.config["superres_scale"] = int(scale)
+        pipe.config["superres_scale"] = scale
     return pipe
 
 
@@ -88,15 +92,43 @@ def upscale(
     low_frames: np.ndarray,
     prompt: str,
     *,
-    scale: int = 4,
-    num_inference_steps: int = 50,
-    guidance_scale: float = 7.5,
+    scale: int | None = None,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
     generator=None,
     progress: bool = True,
 ) -> np.ndarray:
-    """Super-resolve a uint8 clip (F, h, w, 3) by ``scale``: uint8 (F, h*scale, w*scale, 3)."""
+    """Super-resolve a uint8 clip (F, h, w, 3) by ``scale``: uint8 (F, h*scale, w*scale, 3).
+
+    ``scale`` defaults to the one the model was trained for (``make_superres(pipe, scale)``,
+    recorded with it), else 4; steps and guidance to the model's recommended settings, else
+    50 and 7.5 (as ``pipe(...)``)."""
     if not pipe.config.get("superres"):
         raise SimDAError("this pipeline is not a super-resolution model (make_superres)")
+    check_prompt(prompt)
+    check_generator(generator)
+    if (
+        not isinstance(low_frames, np.ndarray)
+        or low_frames.dtype != np.uint8
+        or low_frames.ndim != 4
+        or low_frames.shape[-1] != 3
+    ):
+        what = (
+            f"{low_frames.dtype} array of shape {low_frames.shape}"
+            if isinstance(low_frames, np.ndarray)
+            else type(low_frames).__name__
+        )
+        raise SimDAError(f"low_frames must be a uint8 RGB array (F, h, w, 3), got {what}")
+    recommended = pipe.sampling_defaults
+    if num_inference_steps is None:
+        num_inference_steps = recommended["num_inference_steps"]
+    if guidance_scale is None:
+        guidance_scale = recommended["guidance_scale"]
+    pipe.check_steps(num_inference_steps)
+    if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+        raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    if scale is None:
+        scale = pipe.config.get("superres_scale") or 4
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise SimDAError(f"scale (--scale) must be a positive integer, got {scale!r}")
     trained = pipe.config.get("superres_scale")

@@ -119,18 +119,20 @@ class SimDAPipeline:
                 f"from_preset builds 'tiny'; for {preset!r} load a model folder "
                 "with from_pretrained(path)"
             )
-        torch.manual_seed(seed)
-        config = unet2d_config("tiny")
-        unet = inflate(
-            UNet2DConditionModel(**config), lsa_layout=lsa_layout, temporal_act=temporal_act
-        )
-        tokenizer = WordTokenizer()
-        text_encoder = TinyTextEncoder(
-            tokenizer.vocab_size, config["cross_attention_dim"], tokenizer.model_max_length
-        )
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+            torch.manual_seed(seed)
+            config = unet2d_config("tiny")
+            unet = inflate(
+                UNet2DConditionModel(**config), lsa_layout=lsa_layout, temporal_act=temporal_act
+            )
+            tokenizer = WordTokenizer()
+            text_encoder = TinyTextEncoder(
+                tokenizer.vocab_size, config["cross_attention_dim"], tokenizer.model_max_length
+            )
+            vae = AutoencoderKL(**TINY_VAE)
         pipe = cls(
             unet,
-            AutoencoderKL(**TINY_VAE),
+            vae,
             text_encoder,
             tokenizer,
             DDIMScheduler(**SD_SCHEDULER),
@@ -254,7 +256,7 @@ class SimDAPipeline:
         if device is not None:
             device = torch.device(device)
             if device.type == "cuda" and not torch.cuda.is_available():
-                raise SimDAError("--device cuda was requested but no CUDA GPU is available")
+                raise SimDAError(f"device {device} needs a CUDA GPU, and none is available")
         self.unet.to(device=device, dtype=dtype)
         self.text_encoder.to(device=device, dtype=dtype)
         self.vae.to(device=device)
@@ -288,6 +290,9 @@ class SimDAPipeline:
 
     def check_size(self, num_frames: int, height: int, width: int) -> None:
         factor = self.vae_scale_factor
+        for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise SimDAError(f"{name} must be an int, got {value!r}")
         if num_frames < 1:
             raise SimDAError(f"num_frames must be >= 1, got {num_frames}")
         if height % factor or width % factor or height < factor or width < factor:
@@ -339,6 +344,9 @@ class SimDAPipeline:
     def decode_latents(self, latents: torch.Tensor, chunk: int = 8) -> np.ndarray:
         """(B, 4, F, h, w) -> uint8 (B, F, H, W, 3), decoded ``chunk`` frames at a time so
         memory stays bounded for long clips."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents)
+            raise SimDAError(f"latents must be a (B, C, F, h, w) tensor, got {got}")
         b, c, f, h, w = latents.shape
         flat = latents.transpose(1, 2).reshape(b * f, c, h, w).float()
         flat = flat / self.vae.config.scaling_factor
@@ -397,6 +405,10 @@ class SimDAPipeline:
         """DDIM inversion: clean latents (B, 4, F, h, w) -> the noise DDIM maps back to them,
         conditioned on ``prompt`` (the empty prompt, as in one-shot editing), no guidance."""
         self.check_steps(num_inference_steps)
+        check_prompt(prompt)
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents)
+            raise SimDAError(f"latents must be a (B, C, F, h, w) tensor, got {got}")
         cond = self.encode_prompt([prompt] * latents.shape[0])
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         alphas = self.scheduler.alphas_cumprod.to(self.device)
@@ -450,6 +462,7 @@ class SimDAPipeline:
         height = self.default_size if height is None else height
         width = self.default_size if width is None else width
         self.check_size(num_frames, height, width)
+        check_generator(generator)
         cond = self.encode_prompt(prompts)
         uncond = self.encode_prompt([negative_prompt] * len(prompts))
         shape = (
@@ -476,6 +489,19 @@ class SimDAPipeline:
             progress=progress,
         )
         return VideoOutput(self.decode_latents(out), out)
+
+
+def check_prompt(prompt, name: str = "prompt") -> None:
+    if not isinstance(prompt, str):
+        raise SimDAError(f"{name} must be a string, got {prompt!r}")
+
+
+def check_generator(generator) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SimDAError(
+            f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or "
+            f"None, got {generator!r}"
+        )
 
 
 def _temporal_act(unet: SimDAUNet) -> str:
