@@ -142,7 +142,13 @@ class VideoUNet(nn.Module):
                 else type(encoder_hidden_states).__name__
             )
             raise ValueError(f"encoder_hidden_states must be a tensor (B={b}, L, D={d}), got {got}")
-        dtype = next(self.parameters()).dtype
+        weight = next(self.parameters())
+        dtype = weight.dtype
+        for name, t in (("sample", sample), ("encoder_hidden_states", encoder_hidden_states)):
+            if t.device != weight.device:
+                raise ValueError(
+                    f"{name} is on {t.device} but the UNet's weights are on {weight.device}"
+                )
         if not torch.is_autocast_enabled(sample.device.type):
             for name, t in (("sample", sample), ("encoder_hidden_states", encoder_hidden_states)):
                 if t.dtype != dtype:
