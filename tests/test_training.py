@@ -88,7 +88,7 @@ def test_resume_refuses_other_settings_and_steps_it_has_done(data_dir, tmp_path)
         (dict(dropout=0.0), "caption_dropout 0.5 there, 0.0 now"),
         (dict(frames=2), "frames 3 there, 2 now"),
         (dict(size=(64, 32)), r"size \[64, 64\] there, \[64, 32\] now"),
-        (dict(superres_scale=2), "superres_scale None there, 2 now"),
+        (dict(superres_scale=2), r"superres_scale=2 .* make_superres\(pipe, 2\)"),
         (dict(steps=1), r"at step 2, beyond steps=1: pass steps >= 2 \(--steps\)"),
     ]
     for change, message in refused:
@@ -127,6 +127,8 @@ def test_short_training_lowers_the_loss(data_dir, tmp_path):
         ("lr", 0.0),
         ("mixed_precision", "fp61"),
         ("superres_scale", 1),
+        ("caption_dropout", "0.1"),
+        ("caption_dropout", True),
     ],
 )
 def test_train_config_rejects_values_that_cannot_work(field, value):
@@ -370,3 +372,55 @@ def test_the_progress_bar_shows_the_recent_mean_loss_at_every_step(data_dir, tmp
     assert bars[0].losses == [f"{np.mean(losses[max(0, i - 1) : i + 1]):.4f}" for i in range(3)]
     train(pipe, dataset, str(tmp_path / "quiet"), config, progress=False)
     assert bars[1].disable and bars[1].losses == []
+
+
+def test_train_restores_eval_mode_and_checkpointing_after_a_failure(
+    data_dir, tmp_path, monkeypatch
+):
+    from simda.pipelines import training
+
+    calls = []
+    target = training.diffusion_target
+
+    def failing_target(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure in step 2")
+        return target(*args)
+
+    monkeypatch.setattr(training, "diffusion_target", failing_target)
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    config = TrainConfig(steps=3, batch_size=1, checkpoint_every=10)
+    dataset = ClipDataset(str(data_dir), 3, 64, 64)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train(pipe, dataset, str(tmp_path / "fail"), config, progress=False)
+    assert len(calls) == 2
+    assert not pipe.unet.training and not pipe.unet.unet.is_gradient_checkpointing
+
+
+def test_train_checks_its_dataset_and_config(data_dir, tmp_path):
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    config = TrainConfig(steps=1, batch_size=1)
+    with pytest.raises(SimDAError, match=r"dataset must be a ClipDataset, got str .*ClipDataset\("):
+        train(pipe, str(data_dir), str(tmp_path), config, progress=False)
+    with pytest.raises(SimDAError, match="config must be a TrainConfig, got dict"):
+        train(pipe, ClipDataset(str(data_dir), 3, 64, 64), str(tmp_path), {"steps": 1})
+    assert not os.path.exists(tmp_path / "checkpoint")
+
+
+def test_superres_training_needs_the_superres_variant_and_records_its_scale(data_dir, tmp_path):
+    from simda.pipelines import make_superres
+
+    dataset = ClipDataset(str(data_dir), 3, 64, 64)
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    sr = TrainConfig(steps=1, batch_size=1, superres_scale=2)
+    with pytest.raises(SimDAError, match=r"superres_scale=2 .*make_superres\(pipe, 2\)"):
+        train(pipe, dataset, str(tmp_path / "a"), sr, progress=False)
+    make_superres(pipe)  # the variant, no scale recorded yet
+    plain = TrainConfig(steps=1, batch_size=1)
+    with pytest.raises(SimDAError, match="super-resolution variant .*superres_scale"):
+        train(pipe, dataset, str(tmp_path / "b"), plain, progress=False)
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+    assert "superres_scale" not in pipe.config
+    train(pipe, dataset, str(tmp_path / "c"), sr, progress=False)
+    assert pipe.config["superres_scale"] == 2

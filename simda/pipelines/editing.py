@@ -7,6 +7,9 @@ Released SimDA settings: 24 frames at 512x512, AdamW lr 5e-5, 300 steps, DDIM 50
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -86,10 +89,46 @@ def check_trainable_dtype(params) -> None:
         )
 
 
+def checkpointing_enabled(unet) -> bool:
+    """Whether gradient checkpointing is on in ``unet`` (a video UNet or a diffusers one)."""
+    inner = getattr(unet, "unet", unet)
+    return bool(getattr(inner, "is_gradient_checkpointing", False))
+
+
+def end_training(unet, checkpointing: bool) -> None:
+    """After a training loop, also one that failed or was interrupted: ``unet`` back in eval
+    mode (for sampling) and gradient checkpointing as the loop found it."""
+    unet.eval()
+    if checkpointing_enabled(unet) != checkpointing:
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
+
+
 def _check_clip(frames) -> None:
     if not isinstance(frames, np.ndarray) or frames.ndim != 4:
         shape = frames.shape if isinstance(frames, np.ndarray) else type(frames).__name__
         raise SimDAError(f"frames must be one clip, a uint8 array (F, H, W, 3); got {shape}")
+
+
+MIXED_PRECISIONS = (None, "fp16", "bf16")
+
+
+def _check_count(name: str, value) -> None:
+    """``value`` is a non-negative int (not a bool, a float or a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise SimDAError(f"{name} must be a non-negative int, got {value!r}")
+
+
+def _check_prompt(name: str, value) -> None:
+    if not isinstance(value, str):
+        raise SimDAError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+
+
+def _check_mixed_precision(value) -> None:
+    if value not in MIXED_PRECISIONS:
+        raise SimDAError(f"mixed_precision must be None, 'fp16' or 'bf16', got {value!r}")
 
 
 def tune(
@@ -104,10 +143,14 @@ def tune(
     mixed_precision: str | None = None,
     progress: bool = True,
 ) -> TuneResult:
-    """Train the adapters on one clip (uint8 (F, H, W, 3)) with its prompt."""
+    """Train the adapters on one clip (uint8 (F, H, W, 3)) with its prompt, in place.
+
+    Afterwards, also when tuning fails or is interrupted, the UNet is in eval mode and its
+    gradient checkpointing as it was before (``end_training``)."""
     _check_clip(frames)
-    if steps < 0:
-        raise SimDAError(f"steps must be >= 0, got {steps}")
+    _check_count("steps", steps)
+    _check_prompt("prompt", prompt)
+    _check_mixed_precision(mixed_precision)
     unet = pipe.unet
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
     cond = pipe.encode_prompt([prompt])
@@ -116,29 +159,30 @@ def tune(
         check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=lr)
     scaler = grad_scaler(pipe, mixed_precision)
-    if gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
-    if pipe.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(pipe.device)
-    result = TuneResult(tuned_parameters=sum(p.numel() for p in params))
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc="tuning", disable=not progress, leave=False)
-    for step in bar:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(pipe, mixed_precision):
-            loss = diffusion_loss(pipe, latents, cond, step_generator(seed, step))
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        result.losses.append(loss.item())
-        bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-    result.seconds_per_step = (time.perf_counter() - start) / max(steps, 1)
-    if pipe.device.type == "cuda":
-        result.peak_memory_mib = torch.cuda.max_memory_allocated(pipe.device) / 2**20
-    unet.eval()
-    if gradient_checkpointing:
-        unet.disable_gradient_checkpointing()
+    was_checkpointing = checkpointing_enabled(unet)
+    try:
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+        if pipe.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pipe.device)
+        result = TuneResult(tuned_parameters=sum(p.numel() for p in params))
+        start = time.perf_counter()
+        bar = tqdm(range(steps), desc="tuning", disable=not progress, leave=False)
+        for step in bar:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(pipe, mixed_precision):
+                loss = diffusion_loss(pipe, latents, cond, step_generator(seed, step))
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            result.losses.append(loss.item())
+            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+        result.seconds_per_step = (time.perf_counter() - start) / max(steps, 1)
+        if pipe.device.type == "cuda":
+            result.peak_memory_mib = torch.cuda.max_memory_allocated(pipe.device) / 2**20
+    finally:
+        end_training(unet, was_checkpointing)
     return result
 
 
@@ -149,22 +193,66 @@ def inverted_latents(
     cache_dir: str | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """DDIM inversion with the empty prompt, cached on disk (safetensors) by content hash of
-    the clip latents, the inversion steps and the adapter weights."""
+    """DDIM inversion with the empty prompt, cached on disk (safetensors).
+
+    The cache key covers everything the inversion depends on: the clip latents, the inversion
+    steps, the adapter weights (hashed in full), the LSA layout, the temporal activation, the
+    scheduler config and a fingerprint of the frozen UNet weights (``frozen_fingerprint``)."""
     if cache_dir is None:
         return pipe.invert(latents, steps, prompt="", progress=progress)
     from simda.checkpoint import adapter_state_dict, atomic_save, read_safetensors
 
     digest = hashlib.sha256(latents.float().cpu().numpy().tobytes())
     digest.update(str(steps).encode())
-    for value in adapter_state_dict(pipe.unet).values():
+    adapters = adapter_state_dict(pipe.unet)
+    for value in adapters.values():
         digest.update(value.float().cpu().numpy().tobytes())
+    settings = {
+        "lsa_layout": getattr(pipe.unet, "lsa_layout", None),
+        "temporal_act": _temporal_act(pipe.unet),
+        "scheduler": dict(pipe.scheduler.config),
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(frozen_fingerprint(pipe.unet, exclude=adapters.keys()))
     path = os.path.join(cache_dir, f"inverted-{digest.hexdigest()[:16]}.safetensors")
     if os.path.isfile(path):
         return read_safetensors(path)[0]["latents"].to(latents)
     inverted = pipe.invert(latents, steps, prompt="", progress=progress)
     atomic_save({"latents": inverted}, path)
     return inverted
+
+
+def _temporal_act(unet) -> str | None:
+    from simda.adapters import TemporalAdapter
+
+    return next((m.act for m in unet.modules() if isinstance(m, TemporalAdapter)), None)
+
+
+@torch.no_grad()
+def frozen_fingerprint(unet: torch.nn.Module, exclude=()) -> bytes:
+    """A cheap fingerprint of the UNet weights other than ``exclude`` (the adapters, hashed in
+    full by the caller): per tensor, its name, dtype and shape, its sum in float64 and 4
+    values sampled at fixed positions. Any change of shape, any load of other weights and any
+    change that moves a sum or a sampled value changes it; a change that leaves all of them
+    exactly equal (e.g. two weights swapped away from the sampled positions) is not seen. It
+    reads each tensor once (a float64 sum), cheap even for SD's 860M parameters, and syncs
+    with the device once."""
+    exclude = set(exclude)
+    names, stats = [], []
+    for name, tensor in unet.state_dict().items():
+        if name in exclude:
+            continue
+        flat = tensor.detach().reshape(-1)
+        names.append(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}")
+        if flat.numel() == 0:
+            continue
+        n = flat.numel()
+        picks = flat[torch.tensor([0, n // 3, (2 * n) // 3, n - 1], device=flat.device)]
+        stats.append(torch.cat([flat.sum(dtype=torch.float64)[None], picks.double()]))
+    digest = hashlib.sha256("\n".join(names).encode())
+    if stats:
+        digest.update(torch.cat(stats).cpu().numpy().tobytes())
+    return digest.digest()
 
 
 @dataclass
@@ -184,7 +272,7 @@ def edit_video(
     tune_steps: int = 300,
     lr: float = 5e-5,
     num_inference_steps: int = 50,
-    guidance_scale: float = RELEASED_GUIDANCE,
+    guidance_scale: float | None = None,
     seed: int = 0,
     cache_dir: str | None = None,
     mixed_precision: str | None = None,
@@ -192,12 +280,31 @@ def edit_video(
 ) -> EditResult:
     """The whole one-shot edit: tune on the clip, invert it, sample with the edited prompt.
 
+    Tuning changes ``pipe``'s adapters in place: a second edit with the same ``pipe`` starts
+    from the weights the first one tuned. To start fresh, reload the pipeline or load the
+    original adapters back (``simda.checkpoint.load_adapters``).
+
     The reconstruction samples the inverted noise with the source prompt and no guidance.
-    ``tune_steps=0`` edits without tuning (an ablation).
+    ``guidance_scale`` None: the model's edit guidance (``simda.toyworld.edit_guidance``:
+    4.5 for a toy-world model, else ``RELEASED_GUIDANCE``, 12.5). ``tune_steps=0`` edits
+    without tuning (an ablation). Every argument is checked before anything is tuned.
     """
-    if tune_steps < 0:
-        raise SimDAError(f"tune_steps must be >= 0, got {tune_steps}")
+    from simda.toyworld import edit_guidance  # here: toyworld imports this module
+
+    _check_clip(frames)
+    _check_prompt("source_prompt", source_prompt)
+    _check_prompt("edited_prompt", edited_prompt)
+    _check_count("tune_steps", tune_steps)
     pipe.check_steps(num_inference_steps)
+    _check_mixed_precision(mixed_precision)
+    if guidance_scale is None:
+        guidance_scale = edit_guidance(pipe)
+    if (
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, numbers.Real)
+        or not math.isfinite(guidance_scale)
+    ):
+        raise SimDAError(f"guidance_scale must be a finite number or None, got {guidance_scale!r}")
     tuning = tune(
         pipe,
         frames,

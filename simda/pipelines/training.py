@@ -33,6 +33,8 @@ from simda.errors import SimDAError
 from simda.pipelines.editing import (
     autocast,
     check_trainable_dtype,
+    checkpointing_enabled,
+    end_training,
     grad_scaler,
     step_generator,
     trainable_parameters,
@@ -126,7 +128,11 @@ class TrainConfig:
                 f"TrainConfig.superres_scale must be None or an int >= 2, "
                 f"got {self.superres_scale!r}"
             )
-        if not 0.0 <= self.caption_dropout <= 1.0:
+        if (
+            isinstance(self.caption_dropout, bool)
+            or not isinstance(self.caption_dropout, (int, float))
+            or not 0.0 <= self.caption_dropout <= 1.0
+        ):
             raise SimDAError(
                 f"TrainConfig.caption_dropout must be in [0, 1], got {self.caption_dropout!r}"
             )
@@ -375,6 +381,25 @@ def load_checkpoint(
     return state
 
 
+def check_superres(pipe: SimDAPipeline, scale: int | None) -> None:
+    """``TrainConfig.superres_scale`` set exactly when ``pipe`` is the super-resolution
+    variant (its UNet takes the noisy latents and the low-res clip's latents on channels)."""
+    config = pipe.unet.config
+    superres = config.in_channels == 2 * config.out_channels
+    if scale and not superres:
+        raise SimDAError(
+            f"TrainConfig.superres_scale={scale} trains the super-resolution variant, but this "
+            f"pipeline's UNet takes {config.in_channels} input channels (text-to-video): turn "
+            f"it into the variant first with make_superres(pipe, {scale}) (--superres)"
+        )
+    if superres and not scale:
+        raise SimDAError(
+            "this pipeline is the super-resolution variant (its UNet takes "
+            f"{config.in_channels} input channels): set TrainConfig.superres_scale to the "
+            "upscaling factor to train it for (--superres)"
+        )
+
+
 def train(
     pipe: SimDAPipeline,
     dataset: ClipDataset,
@@ -386,8 +411,19 @@ def train(
     """Train the adapters of ``pipe.unet``; returns the step reached and the loss history.
 
     Writes ``output_dir/checkpoint/`` every ``config.checkpoint_every`` steps and
-    ``output_dir/adapters.safetensors`` at the end.
+    ``output_dir/adapters.safetensors`` at the end. With ``config.superres_scale`` the pipeline
+    must be the super-resolution variant (``make_superres``), and its config records the scale
+    it was trained for. Afterwards, also when training fails or is interrupted, the UNet is in
+    eval mode and its gradient checkpointing as it was before.
     """
+    if not isinstance(dataset, ClipDataset):
+        raise SimDAError(
+            f"dataset must be a ClipDataset, got {type(dataset).__name__} {dataset!r}: pass "
+            "ClipDataset(path, frames, height, width)"
+        )
+    if not isinstance(config, TrainConfig):
+        raise SimDAError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_superres(pipe, config.superres_scale)
     # sizes first, before any clip is read or encoded (num_frames None: every frame of a clip)
     pipe.check_size(dataset.num_frames or 1, *dataset.size)
     if config.superres_scale:
@@ -400,7 +436,6 @@ def train(
             f"batch size {config.batch_size} must be a multiple of the number of "
             f"processes ({world})"
         )
-    local = config.batch_size // world
     unet = pipe.unet
     params = trainable_parameters(unet)
     check_trainable_dtype(params)
@@ -421,6 +456,25 @@ def train(
         model = torch.nn.parallel.DistributedDataParallel(
             unet, device_ids=[pipe.device.index] if pipe.device.type == "cuda" else None
         )
+    was_checkpointing = checkpointing_enabled(unet)
+    try:
+        _train_loop(
+            pipe, dataset, config, model, optimizer, scaler, state, checkpoint, clip, progress
+        )
+    finally:
+        end_training(unet, was_checkpointing)
+    if config.superres_scale:
+        pipe.config["superres_scale"] = config.superres_scale
+    if rank == 0:
+        save_adapters(unet, os.path.join(output_dir, "adapters.safetensors"))
+    return state
+
+
+def _train_loop(pipe, dataset, config, model, optimizer, scaler, state, checkpoint, clip, progress):
+    """The steps of ``train`` from ``state.step`` to ``config.steps``."""
+    rank, world = _rank_world()
+    local = config.batch_size // world
+    unet = pipe.unet
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
@@ -472,9 +526,3 @@ def train(
         if rank == 0 and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
             state.grad_scaler = scaler.state_dict()  # read here only: it syncs with the GPU
             save_checkpoint(checkpoint, unet, optimizer, state, config, clip)
-    unet.eval()
-    if config.gradient_checkpointing:
-        unet.disable_gradient_checkpointing()
-    if rank == 0:
-        save_adapters(unet, os.path.join(output_dir, "adapters.safetensors"))
-    return state
