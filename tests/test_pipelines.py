@@ -296,7 +296,7 @@ def test_sampling_argument_types_are_named(pipe):
     latents = torch.randn(1, 4, 2, 8, 8)
     with pytest.raises(SimDAError, match="latents must be a \\(B, C, F, h, w\\) tensor"):
         pipe.invert(None, 2, progress=False)
-    with pytest.raises(SimDAError, match="prompt must be a string, got \\['a', 'b'\\]"):
+    with pytest.raises(SimDAError, match="prompt must be a string, got list \\['a', 'b'\\]"):
         pipe.invert(latents, 2, prompt=["a", "b"], progress=False)
     with pytest.raises(SimDAError, match="latents must be a \\(B, C, F, h, w\\) tensor"):
         pipe.decode_latents(latents[:, :, 0])

@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simda.errors import SimDAError
-from simda.pipelines.t2v import SimDAPipeline, diffusion_target, draw_noise
+from simda.pipelines.t2v import (
+    SimDAPipeline,
+    _temporal_act,
+    check_prompt,
+    diffusion_target,
+    draw_noise,
+)
 
 RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
 
@@ -121,11 +127,6 @@ def _check_count(name: str, value) -> None:
         raise SimDAError(f"{name} must be a non-negative int, got {value!r}")
 
 
-def _check_prompt(name: str, value) -> None:
-    if not isinstance(value, str):
-        raise SimDAError(f"{name} must be a string, got {type(value).__name__} {value!r}")
-
-
 def _check_mixed_precision(value) -> None:
     if value not in MIXED_PRECISIONS:
         raise SimDAError(f"mixed_precision must be None, 'fp16' or 'bf16', got {value!r}")
@@ -149,7 +150,7 @@ def tune(
     gradient checkpointing as it was before (``end_training``)."""
     _check_clip(frames)
     _check_count("steps", steps)
-    _check_prompt("prompt", prompt)
+    check_prompt(prompt)
     _check_mixed_precision(mixed_precision)
     unet = pipe.unet
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
@@ -222,12 +223,6 @@ def inverted_latents(
     return inverted
 
 
-def _temporal_act(unet) -> str | None:
-    from simda.adapters import TemporalAdapter
-
-    return next((m.act for m in unet.modules() if isinstance(m, TemporalAdapter)), None)
-
-
 @torch.no_grad()
 def frozen_fingerprint(unet: torch.nn.Module, exclude=()) -> bytes:
     """A cheap fingerprint of the UNet weights other than ``exclude`` (the adapters, hashed in
@@ -292,8 +287,8 @@ def edit_video(
     from simda.toyworld import edit_guidance  # here: toyworld imports this module
 
     _check_clip(frames)
-    _check_prompt("source_prompt", source_prompt)
-    _check_prompt("edited_prompt", edited_prompt)
+    check_prompt(source_prompt, "source_prompt")
+    check_prompt(edited_prompt, "edited_prompt")
     _check_count("tune_steps", tune_steps)
     pipe.check_steps(num_inference_steps)
     _check_mixed_precision(mixed_precision)

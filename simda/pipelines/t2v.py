@@ -493,7 +493,7 @@ class SimDAPipeline:
 
 def check_prompt(prompt, name: str = "prompt") -> None:
     if not isinstance(prompt, str):
-        raise SimDAError(f"{name} must be a string, got {prompt!r}")
+        raise SimDAError(f"{name} must be a string, got {type(prompt).__name__} {prompt!r}")
 
 
 def check_generator(generator) -> None:
