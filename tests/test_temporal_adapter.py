@@ -51,39 +51,32 @@ def test_opcheck_backward_op_cpu():
     )
 
 
+def compiled_matches_eager(fn, leaves, backend="aot_eager", grad=None):
+    """``fn(*leaves)`` under a fullgraph torch.compile equals eager, output and gradients."""
+    torch._dynamo.reset()
+    out = torch.compile(fn, backend=backend, fullgraph=True)(*leaves)
+    eager = fn(*leaves)
+    torch.testing.assert_close(out, eager)
+    grad = torch.ones_like(out) if grad is None else grad
+    got = torch.autograd.grad(out, leaves, grad)
+    want = torch.autograd.grad(eager, leaves, grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_public_entry_point_traces_whole_under_torch_compile():
     """fused_temporal_adapter(..., backend="auto"), as the model calls it: the checks and the
     backend choice trace without a graph break, forward and backward."""
     x = torch.randn(1, 4, 3, 2, 2, requires_grad=True)
     p = [t.float().requires_grad_() for t in params(4, 2)]
-    torch._dynamo.reset()
-
-    def adapter(x, *p):
-        return simda_kernels.fused_temporal_adapter(x, *p) * 2
-
-    compiled = torch.compile(adapter, backend="aot_eager", fullgraph=True)
-    out = compiled(x, *p)
-    torch.testing.assert_close(out, adapter(x, *p))
-    got = torch.autograd.grad(out.sum(), [x, *p])
-    want = torch.autograd.grad(adapter(x, *p).sum(), [x, *p])
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
+    compiled_matches_eager(lambda *a: simda_kernels.fused_temporal_adapter(*a) * 2, [x, *p])
 
 
 def test_torch_compile_fullgraph_cpu():
     x = torch.randn(1, 4, 3, 2, 2, requires_grad=True)
     p = [t.float().requires_grad_() for t in params(4, 2)]
-
-    def adapter(x, *p):
-        return torch.ops.simda.fused_temporal_adapter(x, *p, "gelu") * 2
-
-    compiled = torch.compile(adapter, backend="aot_eager", fullgraph=True)
-    out = compiled(x, *p)
-    torch.testing.assert_close(out, adapter(x, *p))
-    got = torch.autograd.grad(out.sum(), [x, *p])
-    want = torch.autograd.grad(adapter(x, *p).sum(), [x, *p])
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
+    adapter = lambda *a: torch.ops.simda.fused_temporal_adapter(*a, "gelu") * 2  # noqa: E731
+    compiled_matches_eager(adapter, [x, *p])
 
 
 def test_auto_on_cpu_is_the_reference():
@@ -299,20 +292,12 @@ def test_gpu_opcheck_and_torch_compile(layout):
                           (grad, x, *p[:3], "gelu"))  # fmt: skip
     leaves = [t.detach().requires_grad_() for t in (x, *p)]
     torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (*leaves, "gelu"))
-    torch._dynamo.reset()
-
-    def adapter(*leaves):
-        return simda_kernels.fused_temporal_adapter(*leaves) * 2
-
-    compiled = torch.compile(
-        adapter, backend="inductor" if layout == "ncdhw" else "aot_eager", fullgraph=True
+    compiled_matches_eager(
+        lambda *a: simda_kernels.fused_temporal_adapter(*a) * 2,
+        leaves,
+        backend="inductor" if layout == "ncdhw" else "aot_eager",
+        grad=grad,
     )
-    out = compiled(*leaves)
-    torch.testing.assert_close(out, adapter(*leaves))
-    got = torch.autograd.grad(out, leaves, grad)
-    want = torch.autograd.grad(adapter(*leaves), leaves, grad)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b)
 
 
 @pytest.fixture(scope="module")

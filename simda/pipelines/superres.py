@@ -9,8 +9,6 @@ trains with the adapters, since it is the only way ``x_low`` enters the model.
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 
 import numpy as np
@@ -18,7 +16,13 @@ import torch
 import torch.nn as nn
 
 from simda.errors import SimDAError
-from simda.pipelines.t2v import SimDAPipeline, check_generator, check_prompt, draw_noise
+from simda.pipelines.t2v import (
+    SimDAPipeline,
+    check_generator,
+    check_prompt,
+    check_rgb_frames,
+    draw_noise,
+)
 from simda.video import resize_frames
 
 
@@ -107,26 +111,10 @@ def upscale(
         raise SimDAError("this pipeline is not a super-resolution model (make_superres)")
     check_prompt(prompt)
     check_generator(generator)
-    if (
-        not isinstance(low_frames, np.ndarray)
-        or low_frames.dtype != np.uint8
-        or low_frames.ndim != 4
-        or low_frames.shape[-1] != 3
-    ):
-        what = (
-            f"{low_frames.dtype} array of shape {low_frames.shape}"
-            if isinstance(low_frames, np.ndarray)
-            else type(low_frames).__name__
-        )
-        raise SimDAError(f"low_frames must be a uint8 RGB array (F, h, w, 3), got {what}")
-    recommended = pipe.sampling_defaults
-    if num_inference_steps is None:
-        num_inference_steps = recommended["num_inference_steps"]
-    if guidance_scale is None:
-        guidance_scale = recommended["guidance_scale"]
-    pipe.check_steps(num_inference_steps)
-    if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
-        raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    check_rgb_frames(low_frames, "low_frames", (4,), "(F, h, w, 3)")
+    num_inference_steps, guidance_scale = pipe.sampling_settings(
+        num_inference_steps, guidance_scale
+    )
     if scale is None:
         scale = pipe.config.get("superres_scale") or 4
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:

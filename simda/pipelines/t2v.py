@@ -317,20 +317,7 @@ class SimDAPipeline:
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray, generator=None, chunk: int = 8) -> torch.Tensor:
         """uint8 (F, H, W, 3) or (B, F, H, W, 3) -> scaled latents (B, 4, F, h, w)."""
-        if (
-            not isinstance(frames, np.ndarray)
-            or frames.dtype != np.uint8
-            or frames.ndim not in (4, 5)
-            or frames.shape[-1] != 3
-        ):
-            what = (
-                f"{frames.dtype} array of shape {frames.shape}"
-                if isinstance(frames, np.ndarray)
-                else type(frames).__name__
-            )
-            raise SimDAError(
-                f"frames must be a uint8 RGB array (F, H, W, 3) or (B, F, H, W, 3), got {what}"
-            )
+        check_rgb_frames(frames, "frames", (4, 5), "(F, H, W, 3) or (B, F, H, W, 3)")
         frames = frames[None] if frames.ndim == 4 else frames
         b, f, h, w, _ = frames.shape
         self.check_size(f, h, w)
@@ -365,6 +352,19 @@ class SimDAPipeline:
             return self.unet(x, t, cond)
         eps_u, eps_c = self.unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
         return eps_u + guidance_scale * (eps_c - eps_u)
+
+    def sampling_settings(self, num_inference_steps=None, guidance_scale=None):
+        """Steps and guidance, each defaulting to the model's recommendation
+        (``sampling_defaults``), checked: ``(num_inference_steps, guidance_scale)``."""
+        recommended = self.sampling_defaults
+        if num_inference_steps is None:
+            num_inference_steps = recommended["num_inference_steps"]
+        if guidance_scale is None:
+            guidance_scale = recommended["guidance_scale"]
+        self.check_steps(num_inference_steps)
+        if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
+            raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+        return num_inference_steps, guidance_scale
 
     def check_steps(self, num_inference_steps) -> None:
         """DDIM steps: an int in 1 .. the scheduler's training timesteps."""
@@ -444,14 +444,9 @@ class SimDAPipeline:
         """Sample ``num_frames`` frames per prompt. ``latents``: start from these (e.g. DDIM
         inverted) instead of fresh noise. Steps and guidance default to the model's
         recommended settings (``config["sampling"]``, saved with the model), else 50 and 7.5."""
-        recommended = self.sampling_defaults
-        if num_inference_steps is None:
-            num_inference_steps = recommended["num_inference_steps"]
-        if guidance_scale is None:
-            guidance_scale = recommended["guidance_scale"]
-        self.check_steps(num_inference_steps)
-        if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
-            raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+        num_inference_steps, guidance_scale = self.sampling_settings(
+            num_inference_steps, guidance_scale
+        )
         prompts = [prompt] if isinstance(prompt, str) else prompt
         prompts = list(prompts) if isinstance(prompts, Iterable) else []
         if not prompts or not all(isinstance(p, str) for p in [*prompts, negative_prompt]):
@@ -489,6 +484,22 @@ class SimDAPipeline:
             progress=progress,
         )
         return VideoOutput(self.decode_latents(out), out)
+
+
+def check_rgb_frames(frames, name: str, ndims: tuple[int, ...], layout: str) -> None:
+    """``frames`` is a uint8 numpy array of one of ``ndims`` dimensions, RGB last."""
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim not in ndims
+        or frames.shape[-1] != 3
+    ):
+        what = (
+            f"{frames.dtype} array of shape {frames.shape}"
+            if isinstance(frames, np.ndarray)
+            else type(frames).__name__
+        )
+        raise SimDAError(f"{name} must be a uint8 RGB array {layout}, got {what}")
 
 
 def check_prompt(prompt, name: str = "prompt") -> None:

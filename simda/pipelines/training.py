@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
 from simda.errors import SimDAError
 from simda.pipelines.editing import (
+    MIXED_PRECISIONS,
     autocast,
     check_trainable_dtype,
     checkpointing_enabled,
@@ -116,7 +117,7 @@ class TrainConfig:
                 raise SimDAError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
             raise SimDAError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        if self.mixed_precision not in (None, "fp16", "bf16"):
+        if self.mixed_precision not in MIXED_PRECISIONS:
             raise SimDAError(
                 f"TrainConfig.mixed_precision must be None, 'fp16' or 'bf16', "
                 f"got {self.mixed_precision!r}"
