@@ -41,8 +41,7 @@ class TemporalAdapter(nn.Module):
 
     W_down: per-token linear C -> R = C/2 (Kaiming-normal); act: GELU or identity; TConv:
     depthwise conv over time, kernel 3, zero padding of one frame, with bias; W_up: R -> C,
-    zero-initialised, so the adapter starts as the identity. ``backend`` selects the kernel of
-    ``simda_kernels.fused_temporal_adapter`` (``simda.optimize`` sets it).
+    zero-initialised, so the adapter starts as the identity.
     """
 
     def __init__(self, channels: int, act: str = "gelu"):
@@ -52,7 +51,6 @@ class TemporalAdapter(nn.Module):
             raise ValueError(f"channels must be an int >= 2 (rank C/2 >= 1), got {channels!r}")
         rank = channels // 2
         self.act = act
-        self.backend = "reference"
         self.w_down = nn.Parameter(torch.empty(rank, channels))
         self.b_down = nn.Parameter(torch.zeros(rank))
         self.conv_w = nn.Parameter(torch.empty(rank, 3))
@@ -64,8 +62,9 @@ class TemporalAdapter(nn.Module):
         nn.init.uniform_(self.conv_w, -bound, bound)
         nn.init.uniform_(self.conv_b, -bound, bound)
 
-    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """x: (B*F, C, H, W), frames folded b-major -> (B*F, C, H, W)."""
+    def forward(self, x: torch.Tensor, frames: int, backend: str = "reference") -> torch.Tensor:
+        """x: (B*F, C, H, W), frames folded b-major -> (B*F, C, H, W). ``backend``: the kernel
+        of ``simda_kernels.fused_temporal_adapter`` (the model passes its video context's)."""
         if x.ndim != 4:
             raise ValueError(f"x must be 4-D (B*F, C, H, W), got shape {tuple(x.shape)}")
         bf, c, h, w = x.shape
@@ -86,7 +85,7 @@ class TemporalAdapter(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type)
             video = video.to(dtype)
             weights = tuple(w.to(dtype) for w in weights)
-        y = simda_kernels.fused_temporal_adapter(video, *weights, self.act, self.backend)
+        y = simda_kernels.fused_temporal_adapter(video, *weights, self.act, backend)
         y = y.transpose(1, 2).reshape(bf, -1, h, w)  # (B*F, R, H, W)
         return x + F.conv2d(y, self.w_up[:, :, None, None], self.b_up)
 

@@ -1,23 +1,34 @@
-"""Latent-shift attention as a diffusers attention processor for ``attn1``."""
+"""Latent-shift attention as a diffusers attention processor for ``attn1``, and the video
+context every inflated layer of a model shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch.nn.functional as F
 
 import simda_kernels
 
 
 @dataclass
 class VideoContext:
-    """What every inflated layer needs to know about the current forward.
+    """What every inflated layer of one model needs to know, in one place.
 
-    ``frames`` is F; ``height``/``width`` are the latent size at the UNet's input, from which
-    each transformer's token grid is recovered (downsampling halves it, rounding up).
+    Per forward: ``frames`` is F; ``height``/``width`` are the latent size at the UNet's input,
+    from which each transformer's token grid is recovered (downsampling halves it, rounding
+    up). Per model: ``lsa_layout`` (``"paper"``, ``"released"``, ``"tav"``, or ``"self"`` for
+    plain per-frame self-attention), and the kernels the layers call, ``attention_backend`` and
+    ``adapter_backend`` (``simda.optimize`` sets them; ``before_optimize`` keeps what they were
+    so that ``simda.restore`` gives them back).
     """
 
     frames: int = 1
     height: int = 0
     width: int = 0
+    lsa_layout: str = "paper"
+    attention_backend: str = "reference"
+    adapter_backend: str = "reference"
+    before_optimize: dict | None = None
 
     def grid(self, n_tokens: int) -> tuple[int, int]:
         h, w = self.height, self.width
@@ -38,13 +49,13 @@ class VideoContext:
 class LatentShiftAttnProcessor:
     """Self-attention replaced by latent-shift attention, reusing ``attn1``'s frozen weights.
 
-    K and V are projected once for all frames; the op gathers the shifted tokens itself.
+    K and V are projected once for all frames; the op gathers the shifted tokens itself. The
+    layout and the kernel come from the shared ``VideoContext`` (layout ``"self"``: each frame
+    attends to itself only, as in the image model).
     """
 
-    def __init__(self, context: VideoContext, layout: str = "paper", backend: str = "reference"):
+    def __init__(self, context: VideoContext):
         self.context = context
-        self.layout = layout
-        self.backend = backend
 
     def __call__(
         self,
@@ -64,9 +75,21 @@ class LatentShiftAttnProcessor:
         q = split(attn.to_q(hidden_states))
         k = split(attn.to_k(hidden_states))
         v = split(attn.to_v(hidden_states))
-        height, width = self.context.grid(n)
-        out = simda_kernels.latent_shift_attention(
-            q, k, v, self.context.frames, height, width, self.layout, attn.scale, self.backend
-        )
+        context = self.context
+        if context.lsa_layout == "self":
+            out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        else:
+            height, width = context.grid(n)
+            out = simda_kernels.latent_shift_attention(
+                q,
+                k,
+                v,
+                context.frames,
+                height,
+                width,
+                context.lsa_layout,
+                attn.scale,
+                context.attention_backend,
+            )
         out = out.transpose(1, 2).reshape(bf, n, -1)
         return attn.to_out[1](attn.to_out[0](out))

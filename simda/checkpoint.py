@@ -1,40 +1,26 @@
-"""Adapter weights as safetensors: only the ~25 M trained parameters, checked on load."""
+"""SimDA's trained weights on disk: adapter files (only the ~25 M trained parameters, checked on
+load), ``SimDAAdapters`` (the same as a diffusers model folder) and training checkpoints, each
+written so that a crash never leaves a broken or mixed one."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import warnings
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from simda.adapters import SpatialAdapter, TemporalAdapter
 from simda.errors import SimDAError
+from simda.unet import SimDAUNet, as_module
 
 FORMAT = "simda-adapters-1"
-
-
-def _is_trained(module: torch.nn.Module) -> bool:
-    """Adapters, and layers a variant trains besides them (``_simda_trainable``, e.g. the
-    widened ``conv_in`` of the super-resolution model)."""
-    return isinstance(module, SpatialAdapter | TemporalAdapter) or getattr(
-        module, "_simda_trainable", False
-    )
-
-
-def as_module(model, what: str = "model") -> torch.nn.Module:
-    """``model`` itself, or the ``.unet`` of a pipeline."""
-    if isinstance(model, torch.nn.Module):
-        return model
-    unet = getattr(model, "unet", None)
-    if isinstance(unet, torch.nn.Module):
-        return unet
-    raise SimDAError(
-        f"{what} must be a SimDA UNet (torch.nn.Module) or a pipeline with a .unet, got "
-        f"{type(model).__name__}"
-    )
 
 
 def _matching_names(tensors: dict, own: dict) -> dict:
@@ -53,15 +39,19 @@ def _matching_names(tensors: dict, own: dict) -> dict:
 
 
 def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters of every spatial and temporal adapter (and of layers a variant trains with
-    them), under the model's own names (``model`` may be a pipeline: its ``.unet``)."""
+    """Parameters of every spatial and temporal adapter (and, for a ``SimDAUNet``, of the
+    layers it trains with them, ``trainable_modules``), under the model's own names (``model``
+    may be a pipeline: its ``.unet``)."""
     model = as_module(model)
-    names = {
-        f"{prefix}.{name}" if prefix else name
-        for prefix, module in model.named_modules()
-        if _is_trained(module)
-        for name, _ in module.named_parameters()
-    }
+    if isinstance(model, SimDAUNet):
+        owners = model.adapter_modules()
+    else:
+        owners = {
+            n: m
+            for n, m in model.named_modules()
+            if isinstance(m, SpatialAdapter | TemporalAdapter)
+        }
+    names = {f"{o}.{n}" for o, m in owners.items() for n, _ in m.named_parameters()}
     return {k: v for k, v in model.state_dict().items() if k in names}
 
 
@@ -75,13 +65,18 @@ def atomic_save(tensors: dict, path: str, metadata: dict | None = None) -> None:
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata
         )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # like open(): safetensors writes owner-only files
+        os.chmod(tmp, _file_mode())  # like open(): safetensors writes owner-only files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _adapter_setup(model: torch.nn.Module) -> dict:
@@ -157,7 +152,8 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dict:
-    """Load adapter weights saved by ``save_adapters`` into ``model``.
+    """Load adapter weights into ``model``: a file written by ``save_adapters`` or a folder
+    written by ``SimDAAdapters.save_pretrained``.
 
     Names and shapes are checked; with ``strict`` any missing, unexpected or mis-shaped entry
     raises one error that lists them. Returns ``{"missing": [...], "unexpected": [...]}``.
@@ -165,12 +161,34 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
     (``video_unet.unet``) loads into the video UNet and the other way round.
     """
     model = as_module(model)
-    tensors, meta = read_safetensors(path)
-    if meta.get("format") != FORMAT:
-        raise SimDAError(f"{path!r} is not a SimDA adapter file (format {meta.get('format')!r})")
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, SimDAAdapters.config_name)):
+            raise SimDAError(
+                f"{path!r} is a folder without {SimDAAdapters.config_name}: give a SimDAAdapters "
+                "folder (SimDAAdapters.save_pretrained) or an adapter .safetensors file"
+            )
+        adapters = SimDAAdapters.from_pretrained(path, use_safetensors=True)
+        tensors, saved = adapters.state_dict(), dict(adapters.config)
+    else:
+        tensors, meta = read_safetensors(path)
+        if meta.get("format") != FORMAT:
+            raise SimDAError(
+                f"{path!r} is not a SimDA adapter file (format {meta.get('format')!r})"
+            )
+        try:
+            saved = json.loads(meta.get("config", "{}"))
+        except ValueError:
+            saved = {}
+    return _copy_checked(model, tensors, saved, f"adapters in {path!r}", strict)
+
+
+def _copy_checked(model, tensors: dict, saved: dict, source: str, strict: bool = True) -> dict:
+    """Copy ``tensors`` into the adapters of ``model`` (names with or without the ``unet.``
+    prefix of a SimDA UNet), checking names, shapes and dtypes first; warn when ``saved`` (the
+    setup they were trained with) differs from the model's."""
     not_float = sorted(k for k, v in tensors.items() if not v.is_floating_point())
     if not_float:
-        raise SimDAError(f"{path!r} holds non-float adapter weights (e.g. {not_float[:3]})")
+        raise SimDAError(f"{source} hold non-float weights (e.g. {not_float[:3]})")
     own = adapter_state_dict(model)
     tensors = _matching_names(tensors, own)
     missing = sorted(set(own) - set(tensors))
@@ -186,13 +204,7 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
             f"shape mismatches: {mismatched[:3]}" if mismatched else "",
         ]
-        raise SimDAError(
-            f"adapters in {path!r} do not fit this model: " + "; ".join(p for p in problems if p)
-        )
-    try:
-        saved = json.loads(meta.get("config", "{}"))
-    except ValueError:
-        saved = {}
+        raise SimDAError(f"{source} do not fit this model: " + "; ".join(p for p in problems if p))
     own_setup = _adapter_setup(model)
     differs = [
         f"{k} {saved[k]!r} in the file, {own_setup[k]!r} in the model"
@@ -201,13 +213,167 @@ def load_adapters(model: torch.nn.Module, path: str, strict: bool = True) -> dic
     ]
     if differs:
         warnings.warn(
-            f"adapters in {path!r} were trained with another setup: " + "; ".join(differs),
+            f"{source} were trained with another setup: " + "; ".join(differs),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     with torch.no_grad():
-        params = dict(model.named_parameters())
         for name, value in tensors.items():
-            if name in params:
-                params[name].copy_(value.to(params[name].dtype))
+            if name in own:
+                own[name].copy_(value)  # state_dict tensors share the parameters' storage
     return {"missing": missing, "unexpected": unexpected}
+
+
+# ----------------------------------------------------------------------------- SimDAAdapters
+
+
+def _spec(module: torch.nn.Module) -> dict:
+    """How to rebuild an adapter module (or a trained image-UNet layer) from the config."""
+    if isinstance(module, SpatialAdapter):
+        return {"kind": "spatial", "dim": module.fc1.in_features}
+    if isinstance(module, TemporalAdapter):
+        return {"kind": "temporal", "channels": module.w_down.shape[1], "act": module.act}
+    if isinstance(module, torch.nn.Conv2d):
+        return {
+            "kind": "conv2d",
+            "in_channels": module.in_channels,
+            "out_channels": module.out_channels,
+            "kernel_size": list(module.kernel_size),
+            "stride": list(module.stride),
+            "padding": list(module.padding),
+        }
+    raise SimDAError(f"SimDAAdapters cannot store a {type(module).__name__}")
+
+
+def _build(spec: dict) -> torch.nn.Module:
+    kind = spec.get("kind")
+    if kind == "spatial":
+        return SpatialAdapter(spec["dim"])
+    if kind == "temporal":
+        return TemporalAdapter(spec["channels"], spec["act"])
+    if kind == "conv2d":
+        args = ("in_channels", "out_channels", "kernel_size", "stride", "padding")
+        return torch.nn.Conv2d(
+            *(spec[a] if isinstance(spec[a], int) else tuple(spec[a]) for a in args)
+        )
+    raise SimDAError(f"SimDAAdapters: unknown module kind {kind!r} in the config")
+
+
+class SimDAAdapters(ModelMixin, ConfigMixin):
+    """SimDA's trained weights as a standalone diffusers model, like ``MotionAdapter``: every
+    adapter of a SimDA UNet (and the layers it trains with them, e.g. the super-resolution
+    variant's ``conv_in``) at its place in the image UNet, so that its state dict uses the
+    image UNet's names (``down_blocks.0.attentions.0.transformer_blocks.0.attn_adapter...``).
+
+    ``SimDAAdapters.from_unet(unet)`` takes a copy of a model's adapters; ``save_pretrained`` /
+    ``from_pretrained`` write and read a folder (config.json + safetensors: about 50 MB in fp16
+    at SD-1.5 size); ``load_into(unet)`` copies them into a SimDA UNet of the same shape
+    (``SimDAPipeline.from_pretrained(sd_folder, adapters=...)`` and ``pipe.load_adapters`` do).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        modules: dict | None = None,
+        lsa_layout: str = "paper",
+        temporal_act: str | list = "gelu",
+    ):
+        super().__init__()
+        for path, spec in (modules or {}).items():
+            parent = self
+            *parents, leaf = path.split(".")
+            for part in parents:
+                if part not in parent._modules:
+                    parent.add_module(part, torch.nn.Module())
+                parent = parent._modules[part]
+            parent.add_module(leaf, _build(spec))
+
+    @classmethod
+    def from_unet(cls, model) -> SimDAAdapters:
+        """A copy of the adapters of ``model`` (a ``SimDAUNet`` or a pipeline), in its dtype
+        and on its device."""
+        unet = _simda_unet(model)
+        modules = {k.removeprefix("unet."): _spec(m) for k, m in unet.adapter_modules().items()}
+        setup = _adapter_setup(unet)
+        adapters = cls(modules, lsa_layout=setup["lsa_layout"], temporal_act=setup["temporal_act"])
+        state = {k.removeprefix("unet."): v for k, v in adapter_state_dict(unet).items()}
+        adapters.load_state_dict(state)
+        return adapters.to(device=unet.device, dtype=unet.dtype)
+
+    def load_into(self, model) -> None:
+        """Copy these weights into the adapters of ``model`` (a ``SimDAUNet`` or a pipeline),
+        which must have the same ones, of the same shapes; a different temporal activation or
+        attention layout gets a warning."""
+        _copy_checked(_simda_unet(model), self.state_dict(), dict(self.config), "SimDAAdapters")
+
+
+def _simda_unet(model) -> SimDAUNet:
+    unet = as_module(model)
+    if not isinstance(unet, SimDAUNet):
+        raise SimDAError(f"expected a SimDA UNet or pipeline, got {type(unet).__name__}")
+    return unet
+
+
+# ----------------------------------------------------------------------------- whole folders
+
+
+def fsync(path: str) -> None:
+    """Flush a file (or, on POSIX, a folder's entries) to disk."""
+    if os.path.isdir(path) and os.name != "posix":
+        return  # folders cannot be opened for fsync on Windows
+    fd = os.open(path, os.O_RDONLY if os.path.isdir(path) else os.O_RDWR)  # Windows: write
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def complete_folder(target: str, marker: str) -> str | None:
+    """The complete folder ``replace_folder`` wrote at ``target``: the folder itself or, after a
+    crash between its two renames, the old one it had moved aside (``target.old``); None when
+    neither holds ``marker`` (a file every complete folder has)."""
+    target = os.path.normpath(target)
+    for folder in (target, target + ".old"):
+        if os.path.isfile(os.path.join(folder, marker)):
+            return folder
+    return None
+
+
+def replace_folder(target: str, write, sync: bool = False) -> None:
+    """Write the folder ``target`` as one unit: ``write(tmp)`` fills a fresh sibling folder
+    (``target.tmp-<pid>``; with ``sync`` its files are then flushed to disk), which replaces
+    ``target`` by two renames: the old folder goes to ``target.old`` first and is deleted last.
+    A failure at any point leaves a complete folder at ``target`` or ``target.old``
+    (``complete_folder``); a failure before the renames puts the old folder back."""
+    target = os.path.normpath(target)
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    for leftover in glob.glob(glob.escape(target) + ".tmp-*"):  # from crashed writes
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp, aside = f"{target}.tmp-{os.getpid()}", target + ".old"
+    os.makedirs(tmp)
+    try:
+        write(tmp)
+        mode = _file_mode()
+        for folder, _, names in os.walk(tmp):
+            for name in names:  # like open(): safetensors and diffusers write owner-only files
+                os.chmod(os.path.join(folder, name), mode)
+                if sync:
+                    fsync(os.path.join(folder, name))
+            if sync:
+                fsync(folder)
+        if os.path.isdir(target):
+            if os.path.isdir(aside):  # left by a crash after an earlier swap: target is whole
+                shutil.rmtree(aside)
+            os.replace(target, aside)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(target) and os.path.isdir(aside):
+            os.replace(aside, target)
+        raise
+    if sync:
+        fsync(parent)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -2,8 +2,8 @@
 
 (The module is ``simda.optimization`` so that ``simda.optimize`` always names the function.)
 
-Patching only changes which kernel each layer calls (an attribute on the attention processor
-or the adapter module): parameters, state dict and module classes stay as they are, so
+Patching only changes which kernels the layers call, two entries of the ``VideoContext`` every
+layer of a model shares: parameters, state dict and module classes stay as they are, so
 ``restore`` gives back exactly the model that was optimized.
 """
 
@@ -13,12 +13,9 @@ import warnings
 
 import torch.nn as nn
 
-from simda.adapters import TemporalAdapter
-from simda.attention import LatentShiftAttnProcessor
+from simda.attention import LatentShiftAttnProcessor, VideoContext
 from simda_kernels._checks import check_backend
 from simda_kernels.dispatch import ADAPTER_BACKENDS, LSA_BACKENDS
-
-_SAVED = "_simda_backend_before_optimize"
 
 
 def _root(model_or_pipeline) -> nn.Module:
@@ -33,17 +30,19 @@ def _root(model_or_pipeline) -> nn.Module:
     )
 
 
-def _layers(root: nn.Module, attention: bool, adapter: bool):
-    """Objects with a ``backend`` attribute: LSA processors (SimDA's, or Tune-A-Video's
-    sparse-causal attention built on the ``"tav"`` layout) and temporal adapters."""
-    found = []
+def _contexts(root: nn.Module) -> list[tuple[VideoContext, bool, bool]]:
+    """The video contexts of the model's layers: (context, has latent-shift attention, has
+    temporal adapters). SimDA's, or Tune-A-Video's, whose sparse-causal attention is the
+    ``"tav"`` layout."""
+    found: dict[int, list] = {}
     for module in root.modules():
         proc = getattr(module, "processor", None)
-        if attention and isinstance(proc, LatentShiftAttnProcessor):
-            found.append(proc)
-        if adapter and isinstance(module, TemporalAdapter):
-            found.append(module)
-    return found
+        if isinstance(proc, LatentShiftAttnProcessor):
+            found.setdefault(id(proc.context), [proc.context, False, False])[1] = True
+        context = getattr(module, "simda_context", None)
+        if isinstance(context, VideoContext) and hasattr(module, "temporal_adapter"):
+            found.setdefault(id(context), [context, False, False])[2] = True
+    return [tuple(entry) for entry in found.values()]
 
 
 def optimize(
@@ -66,34 +65,40 @@ def optimize(
     """
     check_backend(attention_backend, LSA_BACKENDS, "attention_backend")
     check_backend(adapter_backend, ADAPTER_BACKENDS, "adapter_backend")
-    layers = _layers(_root(model_or_pipeline), attention, adapter)
-    if not layers:
+    contexts = _contexts(_root(model_or_pipeline))
+    if not contexts:
         warnings.warn(
             "optimize: no latent-shift attention or temporal adapter found; nothing changed",
             RuntimeWarning,
             stacklevel=2,
         )
-    for layer in layers:
-        if not hasattr(layer, _SAVED):
-            setattr(layer, _SAVED, layer.backend)
-        is_attention = isinstance(layer, LatentShiftAttnProcessor)
-        layer.backend = attention_backend if is_attention else adapter_backend
+    for context, has_attention, has_adapter in contexts:
+        if context.before_optimize is None:
+            context.before_optimize = {
+                "attention_backend": context.attention_backend,
+                "adapter_backend": context.adapter_backend,
+            }
+        if attention and has_attention:
+            context.attention_backend = attention_backend
+        if adapter and has_adapter:
+            context.adapter_backend = adapter_backend
     return model_or_pipeline
 
 
 def restore(model_or_pipeline):
     """Undo ``optimize``: every layer calls the kernel it called before. Returns the object."""
-    for layer in _layers(_root(model_or_pipeline), True, True):
-        if hasattr(layer, _SAVED):
-            layer.backend = getattr(layer, _SAVED)
-            delattr(layer, _SAVED)
+    for context, _, _ in _contexts(_root(model_or_pipeline)):
+        if context.before_optimize is not None:
+            context.attention_backend = context.before_optimize["attention_backend"]
+            context.adapter_backend = context.before_optimize["adapter_backend"]
+            context.before_optimize = None
     return model_or_pipeline
 
 
 def backends(model_or_pipeline) -> dict[str, set[str]]:
     """The kernels a model currently uses: ``{"attention": {...}, "adapter": {...}}``."""
-    layers = _layers(_root(model_or_pipeline), True, True)
+    contexts = _contexts(_root(model_or_pipeline))
     return {
-        "attention": {x.backend for x in layers if isinstance(x, LatentShiftAttnProcessor)},
-        "adapter": {x.backend for x in layers if isinstance(x, TemporalAdapter)},
+        "attention": {c.attention_backend for c, has, _ in contexts if has},
+        "adapter": {c.adapter_backend for c, _, has in contexts if has},
     }

@@ -8,24 +8,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import numbers
 import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from simda.checkpoint import adapter_state_dict, atomic_save, read_safetensors
 from simda.errors import SimDAError
 from simda.pipelines.t2v import (
     SimDAPipeline,
-    _temporal_act,
+    check_number,
     check_prompt,
-    diffusion_target,
-    draw_noise,
+    progress_bars,
+    to_uint8,
+)
+from simda.pipelines.tuning import (
+    autocast,
+    check_count,
+    check_mixed_precision,
+    check_trainable_dtype,
+    checkpointing_enabled,
+    diffusion_loss,
+    end_training,
+    grad_scaler,
+    step_generator,
+    trainable_parameters,
 )
 
 RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
@@ -39,97 +49,10 @@ class TuneResult:
     tuned_parameters: int = 0
 
 
-def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """Randomness of one training step, derived from (seed, step) alone: resumable."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def diffusion_loss(pipe: SimDAPipeline, latents, cond, generator, extra=None) -> torch.Tensor:
-    """``||eps - eps_theta(x_t, c, t)||^2`` at a random timestep per clip (or the clean
-    latents / velocity, for models trained with that ``prediction_type``)."""
-    steps = pipe.scheduler.config.num_train_timesteps
-    noise = draw_noise(latents.shape, generator).to(latents)
-    t = torch.randint(0, steps, (latents.shape[0],), generator=generator).to(latents.device)
-    noisy = pipe.scheduler.add_noise(latents, noise, t)
-    x = noisy if extra is None else torch.cat([noisy, extra], 1)
-    target = diffusion_target(pipe.scheduler, latents, noise, t)
-    return F.mse_loss(pipe.unet(x, t, cond).float(), target.float())
-
-
-def autocast(pipe: SimDAPipeline, mixed_precision: str | None):
-    """fp16/bf16 autocast on GPU (no-op on CPU or when ``mixed_precision`` is None)."""
-    if mixed_precision is None or pipe.device.type != "cuda":
-        return torch.autocast("cpu", enabled=False)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def grad_scaler(pipe: SimDAPipeline, mixed_precision: str | None) -> torch.amp.GradScaler:
-    """Loss scaling for fp16 autocast on GPU (fp16 gradients of a mean-squared error over a
-    whole clip underflow without it); disabled otherwise, where it passes everything through."""
-    enabled = mixed_precision == "fp16" and pipe.device.type == "cuda"
-    return torch.amp.GradScaler(pipe.device.type, enabled=enabled)
-
-
-def check_trainable_dtype(params) -> None:
-    """AdamW needs fp32 weights. On fp16 weights its second moment and eps underflow to 0, and
-    the first step turns small-gradient weights into inf; on bf16 weights (8 bits of mantissa)
-    most of its updates, a small fraction of a weight, round away. Train fp32 weights with
-    fp16/bf16 autocast instead."""
-    dtypes = {p.dtype for p in params}
-    if torch.float16 in dtypes:
-        raise SimDAError(
-            "the adapters are float16, and AdamW on fp16 weights overflows (its eps and second "
-            "moment underflow): load the model in fp32 (--dtype fp32) and train with "
-            "mixed_precision='fp16' (--mixed-precision fp16)"
-        )
-    if torch.bfloat16 in dtypes:
-        raise SimDAError(
-            "the adapters are bfloat16, and AdamW on bf16 weights loses most of its updates "
-            "(they round away in bf16's 8-bit mantissa): load the model in fp32 (--dtype fp32) "
-            "and train with mixed_precision='bf16' (--mixed-precision bf16)"
-        )
-
-
-def checkpointing_enabled(unet) -> bool:
-    """Whether gradient checkpointing is on in ``unet`` (a video UNet or a diffusers one)."""
-    inner = getattr(unet, "unet", unet)
-    return bool(getattr(inner, "is_gradient_checkpointing", False))
-
-
-def end_training(unet, checkpointing: bool) -> None:
-    """After a training loop, also one that failed or was interrupted: ``unet`` back in eval
-    mode (for sampling) and gradient checkpointing as the loop found it."""
-    unet.eval()
-    if checkpointing_enabled(unet) != checkpointing:
-        if checkpointing:
-            unet.enable_gradient_checkpointing()
-        else:
-            unet.disable_gradient_checkpointing()
-
-
 def _check_clip(frames) -> None:
     if not isinstance(frames, np.ndarray) or frames.ndim != 4:
         shape = frames.shape if isinstance(frames, np.ndarray) else type(frames).__name__
         raise SimDAError(f"frames must be one clip, a uint8 array (F, H, W, 3); got {shape}")
-
-
-MIXED_PRECISIONS = (None, "fp16", "bf16")
-
-
-def _check_count(name: str, value) -> None:
-    """``value`` is a non-negative int (not a bool, a float or a string)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise SimDAError(f"{name} must be a non-negative int, got {value!r}")
-
-
-def _check_mixed_precision(value) -> None:
-    if value not in MIXED_PRECISIONS:
-        raise SimDAError(f"mixed_precision must be None, 'fp16' or 'bf16', got {value!r}")
 
 
 def tune(
@@ -149,13 +72,13 @@ def tune(
     Afterwards, also when tuning fails or is interrupted, the UNet is in eval mode and its
     gradient checkpointing as it was before (``end_training``)."""
     _check_clip(frames)
-    _check_count("steps", steps)
+    check_count("steps", steps)
     check_prompt(prompt)
-    _check_mixed_precision(mixed_precision)
+    check_mixed_precision(mixed_precision)
     unet = pipe.unet
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
-    cond = pipe.encode_prompt([prompt])
-    params = trainable_parameters(unet)
+    cond = pipe.embed_prompts([prompt])
+    params = trainable_parameters(pipe)
     if steps:  # no tuning (steps=0) takes the weights as they are
         check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=lr)
@@ -188,11 +111,7 @@ def tune(
 
 
 def inverted_latents(
-    pipe: SimDAPipeline,
-    latents: torch.Tensor,
-    steps: int,
-    cache_dir: str | None = None,
-    progress: bool = True,
+    pipe: SimDAPipeline, latents: torch.Tensor, steps: int, cache_dir: str | None = None
 ) -> torch.Tensor:
     """DDIM inversion with the empty prompt, cached on disk (safetensors).
 
@@ -200,9 +119,7 @@ def inverted_latents(
     steps, the adapter weights (hashed in full), the LSA layout, the temporal activation, the
     scheduler config and a fingerprint of the frozen UNet weights (``frozen_fingerprint``)."""
     if cache_dir is None:
-        return pipe.invert(latents, steps, prompt="", progress=progress)
-    from simda.checkpoint import adapter_state_dict, atomic_save, read_safetensors
-
+        return pipe.invert(latents, steps, prompt="")
     digest = hashlib.sha256(latents.float().cpu().numpy().tobytes())
     digest.update(str(steps).encode())
     adapters = adapter_state_dict(pipe.unet)
@@ -210,7 +127,7 @@ def inverted_latents(
         digest.update(value.float().cpu().numpy().tobytes())
     settings = {
         "lsa_layout": getattr(pipe.unet, "lsa_layout", None),
-        "temporal_act": _temporal_act(pipe.unet),
+        "temporal_act": pipe.unet.config.temporal_act,
         "scheduler": dict(pipe.scheduler.config),
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -218,7 +135,7 @@ def inverted_latents(
     path = os.path.join(cache_dir, f"inverted-{digest.hexdigest()[:16]}.safetensors")
     if os.path.isfile(path):
         return read_safetensors(path)[0]["latents"].to(latents)
-    inverted = pipe.invert(latents, steps, prompt="", progress=progress)
+    inverted = pipe.invert(latents, steps, prompt="")
     atomic_save({"latents": inverted}, path)
     return inverted
 
@@ -277,29 +194,26 @@ def edit_video(
 
     Tuning changes ``pipe``'s adapters in place: a second edit with the same ``pipe`` starts
     from the weights the first one tuned. To start fresh, reload the pipeline or load the
-    original adapters back (``simda.checkpoint.load_adapters``).
+    original adapters back (``pipe.load_adapters``).
 
-    The reconstruction samples the inverted noise with the source prompt and no guidance.
-    ``guidance_scale`` None: the model's edit guidance (``simda.toyworld.edit_guidance``:
-    4.5 for a toy-world model, else ``RELEASED_GUIDANCE``, 12.5). ``tune_steps=0`` edits
-    without tuning (an ablation). Every argument is checked before anything is tuned.
+    The inversion runs DDIM (built from the pipeline scheduler's config); the reconstruction
+    and the edit sample the inverted noise with the pipeline's own scheduler, the
+    reconstruction with the source prompt and no guidance. ``guidance_scale`` None: the
+    model's recommended edit guidance (``edit_guidance_scale`` of its saved sampling
+    settings), else ``RELEASED_GUIDANCE`` (12.5). ``tune_steps=0`` edits without tuning (an
+    ablation). Every argument is checked before anything is tuned. Frames in and out are
+    uint8 (F, H, W, 3).
     """
-    from simda.toyworld import edit_guidance  # here: toyworld imports this module
-
     _check_clip(frames)
     check_prompt(source_prompt, "source_prompt")
     check_prompt(edited_prompt, "edited_prompt")
-    _check_count("tune_steps", tune_steps)
+    check_count("tune_steps", tune_steps)
     pipe.check_steps(num_inference_steps)
-    _check_mixed_precision(mixed_precision)
+    check_mixed_precision(mixed_precision)
     if guidance_scale is None:
         guidance_scale = edit_guidance(pipe)
-    if (
-        isinstance(guidance_scale, bool)
-        or not isinstance(guidance_scale, numbers.Real)
-        or not math.isfinite(guidance_scale)
-    ):
-        raise SimDAError(f"guidance_scale must be a finite number or None, got {guidance_scale!r}")
+    check_number("guidance_scale", guidance_scale)
+    pipe.check_size(*frames.shape[:3])
     tuning = tune(
         pipe,
         frames,
@@ -310,21 +224,28 @@ def edit_video(
         mixed_precision=mixed_precision,
         progress=progress,
     )
-    latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
-    noise = inverted_latents(pipe, latents, num_inference_steps, cache_dir, progress)
+    with progress_bars(pipe, progress):
+        latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(seed))
+        noise = inverted_latents(pipe, latents, num_inference_steps, cache_dir)
 
-    def sample(prompt, guidance):  # from the inverted noise of the source video
-        out = pipe(
-            prompt,
-            num_frames=frames.shape[0],
-            height=frames.shape[1],
-            width=frames.shape[2],
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance,
-            latents=noise,
-            progress=progress,
-        )
-        return out.frames[0]
+        def sample(prompt, guidance):  # from the inverted noise of the source video
+            out = pipe(
+                prompt,
+                num_frames=frames.shape[0],
+                height=frames.shape[1],
+                width=frames.shape[2],
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance,
+                latents=noise,
+            )
+            return to_uint8(out.frames[0])
 
-    recon = sample(source_prompt, 1.0)
-    return EditResult(frames, recon, sample(edited_prompt, guidance_scale), tuning)
+        recon = sample(source_prompt, 1.0)
+        edit = sample(edited_prompt, guidance_scale)
+    return EditResult(frames, recon, edit, tuning)
+
+
+def edit_guidance(pipe: SimDAPipeline) -> float:
+    """The guidance an edit uses by default: the model's recommendation
+    (``edit_guidance_scale`` in its sampling settings), else ``RELEASED_GUIDANCE``."""
+    return pipe.config.sampling.get("edit_guidance_scale", RELEASED_GUIDANCE)

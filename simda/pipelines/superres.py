@@ -21,13 +21,13 @@ from simda.pipelines.t2v import (
     check_generator,
     check_prompt,
     check_rgb_frames,
-    draw_noise,
+    to_uint8,
 )
 from simda.video import resize_frames
 
 
 def widen_conv_in(unet2d, extra_channels: int = 4) -> None:
-    """Give ``unet2d.conv_in`` ``extra_channels`` more inputs, zero-initialised, trainable."""
+    """Give ``unet2d.conv_in`` ``extra_channels`` more inputs, zero-initialised."""
     old = unet2d.conv_in
     new = nn.Conv2d(
         old.in_channels + extra_channels,
@@ -42,27 +42,27 @@ def widen_conv_in(unet2d, extra_channels: int = 4) -> None:
         new.weight.zero_()
         new.weight[:, : old.in_channels].copy_(old.weight)
         new.bias.copy_(old.bias)
-    new._simda_trainable = True
-    new.requires_grad_(True)
     unet2d.conv_in = new
     unet2d.register_to_config(in_channels=old.in_channels + extra_channels)
 
 
+def is_superres(pipe: SimDAPipeline) -> bool:
+    """Whether the UNet takes the low-resolution clip's latents beside the noisy ones."""
+    config = pipe.unet.config
+    return config.in_channels == 2 * config.out_channels
+
+
 def make_superres(pipe: SimDAPipeline, scale: int | None = None) -> SimDAPipeline:
-    """Turn a text-to-video pipeline into the super-resolution variant, in place. ``scale``:
-    the factor it is (to be) trained for, recorded in its config (``upscale`` warns at
-    another)."""
-    unet2d = pipe.unet.unet
-    if unet2d.config.in_channels == 2 * unet2d.config.out_channels:
-        unet2d.conv_in._simda_trainable = True
-        unet2d.conv_in.requires_grad_(True)
-    else:
-        widen_conv_in(unet2d, unet2d.config.out_channels)
+    """Turn a text-to-video pipeline into the super-resolution variant, in place: ``conv_in``
+    widened (the new inputs at zero) and trained with the adapters. ``scale``: the factor it
+    is (to be) trained for, recorded in its config (``upscale`` warns at another)."""
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 2):
         raise SimDAError(f"scale must be an int >= 2 (or None), got {scale!r}")
-    pipe.config["superres"] = True
+    if not is_superres(pipe):
+        widen_conv_in(pipe.unet.unet, pipe.unet.config.out_channels)
+    pipe.unet.train_module("conv_in")
     if scale is not None:
-        pipe.config["superres_scale"] = scale
+        pipe.register_to_config(superres_scale=scale)
     return pipe
 
 
@@ -100,14 +100,13 @@ def upscale(
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     generator=None,
-    progress: bool = True,
 ) -> np.ndarray:
     """Super-resolve a uint8 clip (F, h, w, 3) by ``scale``: uint8 (F, h*scale, w*scale, 3).
 
     ``scale`` defaults to the one the model was trained for (``make_superres(pipe, scale)``,
     recorded with it), else 4; steps and guidance to the model's recommended settings, else
-    50 and 7.5 (as ``pipe(...)``)."""
-    if not pipe.config.get("superres"):
+    50 and 7.5 (as ``pipe(...)``). Samples with the pipeline's scheduler."""
+    if not is_superres(pipe):
         raise SimDAError("this pipeline is not a super-resolution model (make_superres)")
     check_prompt(prompt)
     check_generator(generator)
@@ -115,11 +114,11 @@ def upscale(
     num_inference_steps, guidance_scale = pipe.sampling_settings(
         num_inference_steps, guidance_scale
     )
+    trained = pipe.config.superres_scale
     if scale is None:
-        scale = pipe.config.get("superres_scale") or 4
+        scale = trained or 4
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise SimDAError(f"scale (--scale) must be a positive integer, got {scale!r}")
-    trained = pipe.config.get("superres_scale")
     if trained is not None and trained != scale:
         warnings.warn(
             f"this model was trained to upscale by {trained}, not {scale}: at another scale its "
@@ -131,24 +130,11 @@ def upscale(
     height, width = h * scale, w * scale
     pipe.check_size(f, height, width)
     extra = low_res_condition(pipe, low_frames, height, width, generator)
-    cond = pipe.encode_prompt([prompt])
-    uncond = pipe.encode_prompt([""])
-    shape = (
-        1,
-        pipe.unet.config.out_channels,
-        f,
-        height // pipe.vae_scale_factor,
-        width // pipe.vae_scale_factor,
-    )
-    noise = draw_noise(shape, generator).to(pipe.device, pipe.dtype)
+    guided = guidance_scale > 1.0
+    cond, uncond = pipe.encode_prompt(prompt, pipe._execution_device, 1, guided)
+    shape = (1, pipe.unet.config.out_channels, f, *extra.shape[-2:])
+    latents = pipe.prepare_latents(shape, generator)
     latents = pipe.denoise(
-        noise,
-        cond,
-        uncond,
-        num_inference_steps,
-        guidance_scale,
-        extra=torch.cat([extra] * noise.shape[0]),
-        progress=progress,
-        desc="super-resolving",
+        latents, cond, uncond, num_inference_steps, guidance_scale, extra=extra, generator=generator
     )
-    return pipe.decode_latents(latents)[0]
+    return to_uint8(pipe.postprocess(latents, "np")[0])

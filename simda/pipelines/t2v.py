@@ -1,27 +1,42 @@
-"""Text-to-video with the SimDA UNet: prompt -> DDIM with classifier-free guidance -> frames."""
+"""Text-to-video with the SimDA UNet: ``SimDAPipeline``, a diffusers ``DiffusionPipeline``.
 
-from __future__ import annotations
+It loads and saves like every diffusers pipeline (``from_pretrained(folder, torch_dtype=,
+variant=)``, ``save_pretrained``, ``from_pipe``, ``to``, ``components``,
+``enable_model_cpu_offload``, LoRA and textual inversion loaders), samples with any scheduler
+diffusers offers for SD-1.x, and returns frames as diffusers' video pipelines do
+(``output_type="np"``: float32 (B, F, H, W, 3) in [0, 1], ready for ``export_to_video``).
+"""
 
-import json
+import contextlib
+import inspect
 import math
 import numbers
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from tqdm.auto import tqdm
+from diffusers import (
+    AutoencoderKL,
+    DDIMInverseScheduler,
+    DDIMScheduler,
+    DiffusionPipeline,
+    SchedulerMixin,
+    UNet2DConditionModel,
+)
+from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+from transformers import CLIPTextModel, CLIPTokenizer
 
-from simda.checkpoint import adapter_state_dict, atomic_save, load_adapters, save_adapters
+from simda.checkpoint import SimDAAdapters, load_adapters
 from simda.errors import SimDAError
+from simda.pipelines.folders import LEGACY_FORMAT, check_model_folder, load_legacy
 from simda.pipelines.pixel import SpaceToDepthAutoencoder
 from simda.pipelines.text import TinyTextEncoder, WordTokenizer, tokenize
 from simda.presets import unet2d_config
-from simda.unet import SimDAUNet, inflate
+from simda.unet import SimDAUNet
 
-PIPELINE_FORMAT = "simda-pipeline-1"
 SD_SCHEDULER = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -41,65 +56,98 @@ TINY_VAE = dict(
     sample_size=64,
     mid_block_add_attention=False,
 )
-SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: diffusers' defaults where a model recommends nothing (``AnimateDiffPipeline``'s)
+DIFFUSERS_DEFAULTS = {"num_frames": 16, "num_inference_steps": 50, "guidance_scale": 7.5}
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
 
-def draw_noise(shape, generator=None) -> torch.Tensor:
-    """fp32 standard normal noise drawn on the generator's device (CPU without one), so that a
-    ``torch.Generator("cuda")`` works as in diffusers and a CPU one gives the same noise on
-    every device."""
-    device = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+class SimDAPipelineOutput(BaseOutput):
+    """``frames``: by ``output_type``, float32 (B, F, H, W, 3) in [0, 1] (``"np"``), a list of
+    B lists of F PIL images (``"pil"``), (B, F, 3, H, W) in [0, 1] (``"pt"``), or the
+    latents (B, C, F, h, w) (``"latent"``)."""
+
+    frames: np.ndarray | torch.Tensor | list
 
 
-def diffusion_target(scheduler, latents, noise, t):
-    """What the UNet learns to output, by the scheduler's ``prediction_type``: the noise
-    (SD's epsilon), the clean latents ("sample") or the velocity."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "sample":
-        return latents
-    if kind == "v_prediction":
-        return scheduler.get_velocity(latents, noise, t)
-    raise SimDAError(f"unsupported prediction_type {kind!r}")
+def draw_noise(shape, generator=None, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn in fp32 on the generators' device (one generator, or a list
+    with one per item of the batch; the CPU without one), then moved to ``device`` in
+    ``dtype``: a CPU generator gives the same noise on every device and in every dtype."""
+    first = generator[0] if isinstance(generator, list | tuple) else generator
+    where = first.device if first is not None else torch.device("cpu")
+    noise = randn_tensor(shape, generator=generator, device=where, dtype=torch.float32)
+    return noise.to(device=device, dtype=dtype)
 
 
-def to_epsilon(scheduler, output, sample, t):
-    """The noise implied by a UNet output at noisy ``sample`` and timestep ``t``."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return output
-    alpha = scheduler.alphas_cumprod.to(sample.device)[t].to(sample.dtype)
-    if kind == "sample":
-        return (sample - alpha.sqrt() * output) / (1 - alpha).sqrt()
-    return alpha.sqrt() * output + (1 - alpha).sqrt() * sample  # v_prediction
+class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin):
+    """Text-to-video with SimDA: text encoder, tokenizer, VAE, the SimDA video UNet and any
+    diffusers scheduler.
 
+    ``SimDAPipeline.from_pretrained(folder)`` loads a local diffusers SD-1.x folder (the image
+    UNet is inflated, its adapters start at the identity; ``adapters=`` gives trained ones: a
+    ``SimDAAdapters``, or the path of a folder or file) or a folder written by
+    ``save_pretrained``; ``SimDAPipeline.from_pipe(sd_pipe)`` builds one from a Stable Diffusion
+    pipeline without touching it (the image weights are shared, not copied);
+    ``SimDAPipeline.from_preset("tiny")`` builds a randomly initialised tiny model.
 
-@dataclass
-class VideoOutput:
-    frames: np.ndarray  # (B, F, H, W, 3) uint8
-    latents: torch.Tensor  # (B, C, F, h, w), before decoding
-
-
-class SimDAPipeline:
-    """Text encoder, tokenizer, VAE, SimDA video UNet and a DDIM scheduler.
-
-    ``SimDAPipeline.from_pretrained(path)`` loads a local diffusers SD-1.x folder (or a folder
-    written by ``save_pretrained``); ``SimDAPipeline.from_preset("tiny")`` builds a randomly
-    initialised tiny model with no files at all.
+    ``sampling`` holds the model's recommended settings (``num_frames`` it was trained on,
+    ``height``, ``width``, ``num_inference_steps``, ``guidance_scale``, and
+    ``edit_guidance_scale`` for one-shot editing), saved with it; ``superres_scale`` the factor
+    a super-resolution model was trained for.
     """
 
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
     def __init__(
-        self, unet: SimDAUNet, vae, text_encoder, tokenizer, scheduler, config: dict | None = None
+        self,
+        vae: AutoencoderKL | SpaceToDepthAutoencoder,
+        text_encoder: CLIPTextModel | TinyTextEncoder,
+        tokenizer: CLIPTokenizer | WordTokenizer,
+        unet: UNet2DConditionModel | SimDAUNet,
+        scheduler: SchedulerMixin,
+        adapters: SimDAAdapters | str | None = None,
+        sampling: dict | None = None,
+        superres_scale: int | None = None,
     ):
-        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
-        self.tokenizer, self.scheduler = tokenizer, scheduler
-        self.config = dict(config or {})
-        for module in (vae, text_encoder):
-            module.requires_grad_(False).eval()
+        super().__init__()
+        if isinstance(unet, UNet2DConditionModel):
+            unet = SimDAUNet.from_unet2d(unet)
+        if not isinstance(unet, SimDAUNet):
+            raise SimDAError(
+                f"unet must be a diffusers UNet2DConditionModel or a SimDAUNet, got "
+                f"{type(unet).__name__}"
+            )
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler
+        )
+        self.register_to_config(sampling=dict(sampling or {}), superres_scale=superres_scale)
+        if adapters is not None:
+            self.load_adapters(adapters)
+        self.video_processor = VideoProcessor(
+            do_resize=False, vae_scale_factor=self.vae_scale_factor
+        )
 
     # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a local model folder: diffusers' SD-1.x layout (unet, vae, text_encoder,
+        tokenizer, scheduler; safetensors weights) or one written by ``save_pretrained``.
+        Takes diffusers' arguments (``torch_dtype``, ``variant``, ...) and ``adapters``. The
+        folder's scheduler is the pipeline's (swap it with ``Scheduler.from_config``)."""
+        path = os.fspath(pretrained_model_name_or_path)
+        index = check_model_folder(path)
+        if kwargs.get("use_safetensors") is False:
+            raise SimDAError("simda loads safetensors weights only (use_safetensors=False)")
+        if index.get("format") == LEGACY_FORMAT:
+            return load_legacy(cls, path, index, **kwargs)
+        try:
+            return super().from_pretrained(path, use_safetensors=True, **kwargs)
+        except (OSError, ValueError, TypeError) as exc:
+            if isinstance(exc, SimDAError):
+                raise
+            raise SimDAError(f"model folder {path!r} could not be loaded: {exc}") from exc
 
     @classmethod
     def from_preset(
@@ -107,13 +155,11 @@ class SimDAPipeline:
         preset: str = "tiny",
         *,
         seed: int = 0,
-        device=None,
-        dtype=None,
         lsa_layout: str = "paper",
         temporal_act: str = "gelu",
     ):
         """A randomly initialised pipeline of a built-in shape (``"tiny"`` only: the text
-        stack and VAE of ``sd15`` come from a model folder)."""
+        stack and VAE of ``sd15`` come from a model folder), on the CPU in fp32."""
         if preset != "tiny":
             raise SimDAError(
                 f"from_preset builds 'tiny'; for {preset!r} load a model folder "
@@ -122,7 +168,7 @@ class SimDAPipeline:
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
             torch.manual_seed(seed)
             config = unet2d_config("tiny")
-            unet = inflate(
+            unet = SimDAUNet.from_unet2d(
                 UNet2DConditionModel(**config), lsa_layout=lsa_layout, temporal_act=temporal_act
             )
             tokenizer = WordTokenizer()
@@ -130,168 +176,87 @@ class SimDAPipeline:
                 tokenizer.vocab_size, config["cross_attention_dim"], tokenizer.model_max_length
             )
             vae = AutoencoderKL(**TINY_VAE)
-        pipe = cls(
-            unet,
-            vae,
-            text_encoder,
-            tokenizer,
-            DDIMScheduler(**SD_SCHEDULER),
-            {"preset": "tiny"},
-        )
-        return pipe.to(device, dtype)
+        for module in (unet, text_encoder, vae):
+            module.eval()
+        return cls(vae, text_encoder, tokenizer, unet, DDIMScheduler(**SD_SCHEDULER))
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str,
-        *,
-        adapters: str | None = None,
-        device=None,
-        dtype=None,
-        lsa_layout: str = "paper",
-        temporal_act: str = "gelu",
-    ):
-        """Load a local model folder: diffusers' SD-1.x layout (unet, vae, text_encoder,
-        tokenizer, scheduler; safetensors weights) or one written by ``save_pretrained``.
-        ``adapters``: a safetensors file of trained adapters (``simda.save_adapters``)."""
-        index = _check_model_folder(path)
-        ours = index.get("format") == PIPELINE_FORMAT
-        kwargs = {"use_safetensors": True}
-        try:
-            unet2d = UNet2DConditionModel.from_pretrained(
-                path, subfolder="unet", low_cpu_mem_usage=False, **kwargs
-            )
-            vae = _load_vae(path, kwargs)
-            scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
-            if ours and index.get("text") == "tiny":
-                tokenizer, text_encoder = _load_tiny_text(path)
-            else:
-                from transformers import CLIPTextModel, CLIPTokenizer
+    def load_adapters(self, adapters) -> dict:
+        """Load trained adapters into the UNet: a ``SimDAAdapters``, or the path of a
+        ``SimDAAdapters`` folder or of an adapter file (``simda.save_adapters``). Names and
+        shapes are checked first; returns ``{"missing": [...], "unexpected": [...]}``."""
+        if isinstance(adapters, SimDAAdapters):
+            adapters.load_into(self.unet)
+            return {"missing": [], "unexpected": []}
+        return load_adapters(self.unet, os.fspath(adapters))
 
-                tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
-                text_encoder = CLIPTextModel.from_pretrained(
-                    path, subfolder="text_encoder", **kwargs
-                )
-        except (OSError, ValueError) as exc:
-            raise SimDAError(f"model folder {path!r} could not be loaded: {exc}") from exc
-        if ours:
-            lsa_layout = index.get("lsa_layout", lsa_layout)
-            temporal_act = index.get("temporal_act", temporal_act)
-        unet = inflate(unet2d, lsa_layout=lsa_layout, temporal_act=temporal_act)
-        pipe = cls(unet, vae, text_encoder, tokenizer, scheduler, {**index, "path": path})
-        if index.get("superres"):
-            from simda.pipelines.superres import make_superres
+    def save_adapters(self, path: str, dtype: torch.dtype | None = None) -> None:
+        """Save the adapters as a ``SimDAAdapters`` folder (config.json + safetensors), in
+        ``dtype`` if given (fp16 halves the files)."""
+        adapters = SimDAAdapters.from_unet(self.unet)
+        if dtype is not None:
+            adapters = torch.nn.Module.to(adapters, dtype)  # ModelMixin.to warns on any dtype
+        adapters.save_pretrained(path)
 
-            make_superres(pipe, index.get("superres_scale"))
-        own_adapters = os.path.join(path, "adapters.safetensors")
-        if ours and not os.path.isfile(own_adapters):
-            raise SimDAError(
-                f"model folder {path!r} was saved by simda but its adapters.safetensors is "
-                "missing (its adapters would start untrained)"
-            )
-        if ours:
-            load_adapters(unet, own_adapters)
-        if adapters is not None:
-            load_adapters(unet, adapters)
-        return pipe.to(device, dtype)
-
-    def save_pretrained(self, path: str, dtype: torch.dtype | None = None) -> None:
-        """Write every component (safetensors weights, JSON configs) so ``from_pretrained``
-        rebuilds this pipeline, adapters included. ``dtype`` (e.g. fp16) only changes how the
-        UNet and adapter weights are stored; loading casts them to the pipeline's dtype."""
-
-        def stored(tensors):
-            return {
-                k: v.to(dtype) if dtype and v.is_floating_point() else v for k, v in tensors.items()
-            }
-
-        os.makedirs(path, exist_ok=True)
-        unet_dir = os.path.join(path, "unet")
-        os.makedirs(unet_dir, exist_ok=True)
-        adapters = set(adapter_state_dict(self.unet.unet))
-        base = {k: v for k, v in self.unet.unet.state_dict().items() if k not in adapters}
-        atomic_save(stored(base), os.path.join(unet_dir, "diffusion_pytorch_model.safetensors"))
-        with open(os.path.join(unet_dir, "config.json"), "w") as f:
-            f.write(
-                self.unet.unet.config.to_json_string()
-                if hasattr(self.unet.unet.config, "to_json_string")
-                else json.dumps(dict(self.unet.unet.config))
-            )
-        if isinstance(self.vae, SpaceToDepthAutoencoder):
-            os.makedirs(os.path.join(path, "vae"), exist_ok=True)
-            with open(os.path.join(path, "vae", "config.json"), "w") as f:
-                json.dump(self.vae.settings(), f)
-        else:
-            self.vae.save_pretrained(os.path.join(path, "vae"), safe_serialization=True)
-        self.scheduler.save_pretrained(os.path.join(path, "scheduler"))
-        text = "tiny" if isinstance(self.tokenizer, WordTokenizer) else "clip"
-        if text == "tiny":
-            _save_tiny_text(path, self.tokenizer, self.text_encoder)
-        else:
-            self.tokenizer.save_pretrained(os.path.join(path, "tokenizer"))
-            self.text_encoder.save_pretrained(
-                os.path.join(path, "text_encoder"), safe_serialization=True
-            )
-        save_adapters(self.unet, os.path.join(path, "adapters.safetensors"), dtype=dtype)
-        index = {
-            "_class_name": "SimDAPipeline",
-            "format": PIPELINE_FORMAT,
-            "text": text,
-            "lsa_layout": self.unet.lsa_layout,
-            "temporal_act": _temporal_act(self.unet),
-            **{
-                k: v
-                for k, v in self.config.items()
-                if k in ("preset", "description", "superres", "superres_scale", "sampling")
-            },
-        }
-        with open(os.path.join(path, "model_index.json"), "w") as f:
-            json.dump(index, f, indent=1)
-
-    def to(self, device=None, dtype=None):
-        """Move to ``device``; ``dtype`` applies to the UNet and text encoder (the VAE stays
-        in fp32, which SD's VAE needs for clean decodes)."""
-        if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise SimDAError(f"dtype must be a torch.dtype (e.g. torch.float16), got {dtype!r}")
-        if device is not None:
-            device = torch.device(device)
+    def to(self, *args, **kwargs):
+        """``DiffusionPipeline.to`` (a device, a dtype, or both), with a clear error for a
+        value that is neither, or a CUDA device on a machine without one."""
+        for value in [*args, *kwargs.values()]:
+            if not isinstance(value, str | torch.device):
+                continue
+            try:
+                device = torch.device(value)
+            except RuntimeError:
+                raise SimDAError(
+                    f"{value!r} is neither a device nor a torch.dtype (e.g. 'cuda', torch.float16)"
+                ) from None
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise SimDAError(f"device {device} needs a CUDA GPU, and none is available")
-        self.unet.to(device=device, dtype=dtype)
-        self.text_encoder.to(device=device, dtype=dtype)
-        self.vae.to(device=device)
-        if self.vae.dtype != torch.float32:
-            self.vae.to(dtype=torch.float32)
-        return self
+        return super().to(*args, **kwargs)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+    # ------------------------------------------------------------------ settings
 
     @property
     def vae_scale_factor(self) -> int:
-        fixed = getattr(self.vae, "spatial_scale", None)  # SpaceToDepthAutoencoder
-        return fixed or 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def sampling_defaults(self) -> dict:
-        """DDIM steps and guidance this model was made for (``config["sampling"]``)."""
-        return {"num_inference_steps": 50, "guidance_scale": 7.5, **self.config.get("sampling", {})}
+        vae = self.vae
+        if isinstance(vae, SpaceToDepthAutoencoder):
+            return vae.spatial_scale
+        return 2 ** (len(vae.config.block_out_channels) - 1)
 
     @property
     def default_size(self) -> int:
         return self.unet.config.sample_size * self.vae_scale_factor
 
-    # ------------------------------------------------------------------ pieces
+    @property
+    def sampling_defaults(self) -> dict:
+        """The settings a call uses where it is given none: the model's recommendation
+        (``config.sampling``), else diffusers' defaults."""
+        size = self.default_size
+        return {**DIFFUSERS_DEFAULTS, "height": size, "width": size, **self.config.sampling}
 
-    def check_size(self, num_frames: int, height: int, width: int) -> None:
+    def sampling_settings(self, num_inference_steps=None, guidance_scale=None):
+        """Steps and guidance, each defaulting to ``sampling_defaults``, checked:
+        ``(num_inference_steps, guidance_scale)``."""
+        defaults = self.sampling_defaults
+        if num_inference_steps is None:
+            num_inference_steps = defaults["num_inference_steps"]
+        if guidance_scale is None:
+            guidance_scale = defaults["guidance_scale"]
+        self.check_steps(num_inference_steps)
+        check_number("guidance_scale", guidance_scale)
+        return num_inference_steps, guidance_scale
+
+    def check_steps(self, num_inference_steps) -> None:
+        """Denoising steps: an int in 1 .. the scheduler's training timesteps."""
+        limit = self.scheduler.config.num_train_timesteps
+        if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= limit:
+            raise SimDAError(
+                f"num_inference_steps must be an int in 1..{limit}, got {num_inference_steps!r}"
+            )
+
+    def check_size(self, num_frames, height, width) -> None:
         factor = self.vae_scale_factor
         for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if not _is_int(value):
                 raise SimDAError(f"{name} must be an int, got {value!r}")
         if num_frames < 1:
             raise SimDAError(f"num_frames must be >= 1, got {num_frames}")
@@ -301,189 +266,473 @@ class SimDAPipeline:
                 f"(the VAE's downsampling), got {height}x{width}"
             )
 
+    # ------------------------------------------------------------------ text
+
     @torch.no_grad()
-    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """Text embeddings (B, L, D) in the UNet's dtype."""
-        ids = tokenize(self.tokenizer, prompts).to(self.device)
-        return self.text_encoder(ids)[0].to(self.dtype)
+    def embed_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings (B, L, D) of a list of prompts, in the UNet's dtype."""
+        if isinstance(self, TextualInversionLoaderMixin):
+            prompts = self.maybe_convert_prompt(list(prompts), self.tokenizer)
+        ids = tokenize(self.tokenizer, list(prompts)).to(self._execution_device)
+        return self.text_encoder(ids)[0].to(self.unet.dtype)
+
+    def encode_prompt(
+        self,
+        prompt,
+        device=None,
+        num_videos_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt=None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        lora_scale: float | None = None,
+    ):
+        """``(prompt_embeds, negative_prompt_embeds)``, each (B * num_videos_per_prompt, L, D),
+        as diffusers' pipelines encode them (the negative ones None without guidance)."""
+        from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
+
+        scaled = (
+            lora_scale is not None
+            and USE_PEFT_BACKEND
+            and hasattr(self.text_encoder, "peft_config")
+        )
+        if scaled:
+            scale_lora_layers(self.text_encoder, lora_scale)
+        try:
+            if prompt_embeds is None:
+                prompt_embeds = self.embed_prompts([prompt] if isinstance(prompt, str) else prompt)
+            batch = prompt_embeds.shape[0]
+            if do_classifier_free_guidance and negative_prompt_embeds is None:
+                negatives = negative_prompt if negative_prompt is not None else ""
+                negatives = [negatives] * batch if isinstance(negatives, str) else negatives
+                negative_prompt_embeds = self.embed_prompts(negatives)
+        finally:
+            if scaled:
+                unscale_lora_layers(self.text_encoder, lora_scale)
+        dtype = self.unet.dtype
+        prompt_embeds = prompt_embeds.to(device=device, dtype=dtype)
+        prompt_embeds = prompt_embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+        if do_classifier_free_guidance:
+            negative_prompt_embeds = negative_prompt_embeds.to(device=device, dtype=dtype)
+            negative_prompt_embeds = negative_prompt_embeds.repeat_interleave(
+                num_videos_per_prompt, dim=0
+            )
+        return prompt_embeds, negative_prompt_embeds
+
+    # ------------------------------------------------------------------ latents
 
     @torch.no_grad()
     def vae_posteriors(self, pixels: torch.Tensor, chunk: int = 8):
         """The VAE's latent distributions of uint8 frames (N, 3, H, W), ``chunk`` frames per
         VAE call (bounded memory), one per call."""
         for i in range(0, len(pixels), chunk):
-            yield self.vae.encode(pixels[i : i + chunk].float() / 127.5 - 1).latent_dist
+            x = pixels[i : i + chunk].to(self.vae.dtype) / 127.5 - 1
+            yield self.vae.encode(x).latent_dist
 
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray, generator=None, chunk: int = 8) -> torch.Tensor:
-        """uint8 (F, H, W, 3) or (B, F, H, W, 3) -> scaled latents (B, 4, F, h, w)."""
+        """uint8 (F, H, W, 3) or (B, F, H, W, 3) -> scaled latents (B, C, F, h, w)."""
         check_rgb_frames(frames, "frames", (4, 5), "(F, H, W, 3) or (B, F, H, W, 3)")
         frames = frames[None] if frames.ndim == 4 else frames
         b, f, h, w, _ = frames.shape
         self.check_size(f, h, w)
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(self._execution_device)
         pixels = pixels.reshape(b * f, h, w, 3).permute(0, 3, 1, 2)
         parts = [d.sample(generator) for d in self.vae_posteriors(pixels, chunk)]
         latents = torch.cat(parts) * self.vae.config.scaling_factor
-        return latents.view(b, f, *latents.shape[1:]).transpose(1, 2).to(self.dtype)
+        return latents.view(b, f, *latents.shape[1:]).transpose(1, 2).to(self.unet.dtype)
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, chunk: int = 8) -> np.ndarray:
-        """(B, 4, F, h, w) -> uint8 (B, F, H, W, 3), decoded ``chunk`` frames at a time so
-        memory stays bounded for long clips."""
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 16) -> torch.Tensor:
+        """(B, C, F, h, w) -> video float32 (B, 3, F, H, W) in [-1, 1], decoded
+        ``decode_chunk_size`` frames at a time so that memory stays bounded for long clips."""
         if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents)
             raise SimDAError(f"latents must be a (B, C, F, h, w) tensor, got {got}")
         b, c, f, h, w = latents.shape
-        flat = latents.transpose(1, 2).reshape(b * f, c, h, w).float()
-        flat = flat / self.vae.config.scaling_factor
-        images = torch.cat(
-            [self.vae.decode(flat[i : i + chunk]).sample for i in range(0, b * f, chunk)]
-        )
-        images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return images.permute(0, 2, 3, 1).reshape(b, f, *images.shape[2:], 3).cpu().numpy()
+        flat = latents.transpose(1, 2).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
+        upcast = self.vae.dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
+        dtype = torch.float32 if upcast else self.vae.dtype
+        vae = self.vae.to(dtype) if upcast else self.vae
+        try:
+            parts = [
+                vae.decode(flat[i : i + decode_chunk_size].to(dtype)).sample.float()
+                for i in range(0, len(flat), decode_chunk_size)
+            ]
+        finally:
+            if upcast:
+                self.vae.to(torch.float16)
+        video = torch.cat(parts).clamp(-1, 1)
+        return video.view(b, f, *video.shape[1:]).transpose(1, 2)
 
-    def predict_noise(self, latents, t, cond, uncond=None, guidance_scale=1.0, extra=None):
-        """UNet prediction (noise, or what ``scheduler.config.prediction_type`` says) with
-        classifier-free guidance when ``uncond`` is given.
-        ``extra``: channels concatenated to the input (the super-resolution condition)."""
+    def postprocess(self, latents: torch.Tensor, output_type: str, decode_chunk_size: int = 16):
+        """Latents -> frames in ``output_type`` (see ``SimDAPipelineOutput``)."""
+        if output_type == "latent":
+            return latents
+        video = self.decode_latents(latents, decode_chunk_size)
+        return self.video_processor.postprocess_video(video, output_type=output_type)
+
+    def prepare_latents(self, shape, generator=None, latents=None) -> torch.Tensor:
+        """Fresh noise of ``shape`` (or the given ``latents``), on the execution device in the
+        UNet's dtype, scaled by the scheduler's initial sigma."""
+        if latents is None:
+            latents = draw_noise(shape, generator)
+        latents = latents.to(device=self._execution_device, dtype=self.unet.dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    # ------------------------------------------------------------------ denoising
+
+    def _extra_step_kwargs(self, generator, eta) -> dict:
+        """``generator`` and ``eta`` for schedulers whose ``step`` takes them."""
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {"generator": generator} if "generator" in accepted else {}
+        if "eta" in accepted:
+            kwargs["eta"] = eta
+        return kwargs
+
+    def predict_noise(
+        self,
+        latents,
+        t,
+        cond,
+        uncond=None,
+        guidance_scale=1.0,
+        extra=None,
+        cross_attention_kwargs=None,
+    ):
+        """The guided model output at scheduler input ``latents`` (after
+        ``scale_model_input``); ``extra``: the super-resolution variant's condition."""
         x = latents if extra is None else torch.cat([latents, extra], 1)
-        if uncond is None or guidance_scale == 1.0:
-            return self.unet(x, t, cond)
-        eps_u, eps_c = self.unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
-        return eps_u + guidance_scale * (eps_c - eps_u)
-
-    def sampling_settings(self, num_inference_steps=None, guidance_scale=None):
-        """Steps and guidance, each defaulting to the model's recommendation
-        (``sampling_defaults``), checked: ``(num_inference_steps, guidance_scale)``."""
-        recommended = self.sampling_defaults
-        if num_inference_steps is None:
-            num_inference_steps = recommended["num_inference_steps"]
-        if guidance_scale is None:
-            guidance_scale = recommended["guidance_scale"]
-        self.check_steps(num_inference_steps)
-        if not isinstance(guidance_scale, numbers.Real) or not math.isfinite(guidance_scale):
-            raise SimDAError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        return num_inference_steps, guidance_scale
-
-    def check_steps(self, num_inference_steps) -> None:
-        """DDIM steps: an int in 1 .. the scheduler's training timesteps."""
-        limit = self.scheduler.config.num_train_timesteps
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, numbers.Integral)
-            or not 1 <= num_inference_steps <= limit
-        ):
-            raise SimDAError(
-                f"num_inference_steps must be an int in 1..{limit}, got {num_inference_steps!r}"
-            )
+        if uncond is None:
+            return self.unet(x, t, cond, cross_attention_kwargs=cross_attention_kwargs).sample
+        both = self.unet(
+            torch.cat([x, x]),
+            t,
+            torch.cat([uncond, cond]),
+            cross_attention_kwargs=cross_attention_kwargs,
+        ).sample
+        out_u, out_c = both.chunk(2)
+        return out_u + guidance_scale * (out_c - out_u)
 
     @torch.no_grad()
     def denoise(
         self,
         latents,
-        cond,
-        uncond,
+        prompt_embeds,
+        negative_prompt_embeds,
         num_inference_steps,
         guidance_scale,
+        *,
         extra=None,
-        progress=True,
-        desc="sampling",
-    ):
-        self.check_steps(num_inference_steps)
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = latents * self.scheduler.init_noise_sigma
-        for t in tqdm(self.scheduler.timesteps, desc=desc, disable=not progress, leave=False):
-            eps = self.predict_noise(latents, t, cond, uncond, guidance_scale, extra)
-            latents = self.scheduler.step(eps, t, latents).prev_sample
+        generator=None,
+        eta: float = 0.0,
+        cross_attention_kwargs=None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs=("latents",),
+    ) -> torch.Tensor:
+        """The denoising loop, as diffusers' pipelines run it: ``latents`` (already scaled by
+        ``init_noise_sigma``) through every timestep of the pipeline's scheduler, each model
+        input scaled by ``scale_model_input``, guidance when ``negative_prompt_embeds`` is
+        given, ``generator`` and ``eta`` passed to ``step`` where it takes them."""
+        device = self._execution_device
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        step_kwargs = self._extra_step_kwargs(generator, eta)
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
+                x = self.scheduler.scale_model_input(latents, t)
+                output = self.predict_noise(
+                    x,
+                    t,
+                    prompt_embeds,
+                    negative_prompt_embeds,
+                    guidance_scale,
+                    extra,
+                    cross_attention_kwargs,
+                )
+                latents = self.scheduler.step(output, t, latents, **step_kwargs).prev_sample
+                if callback_on_step_end is not None:
+                    local = {
+                        "latents": latents,
+                        "prompt_embeds": prompt_embeds,
+                        "negative_prompt_embeds": negative_prompt_embeds,
+                    }
+                    given = {k: local[k] for k in callback_on_step_end_tensor_inputs}
+                    changed = callback_on_step_end(self, i, t, given) or {}
+                    latents = changed.get("latents", latents)
+                    prompt_embeds = changed.get("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = changed.get(
+                        "negative_prompt_embeds", negative_prompt_embeds
+                    )
+                bar.update()
         return latents
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (e.g. from ``callback_on_step_end``) to stop
+        denoising after the current step."""
+        return getattr(self, "_interrupt", False)
+
+    @property
+    def num_timesteps(self) -> int:
+        return getattr(self, "_num_timesteps", 0)
+
     @torch.no_grad()
-    def invert(
-        self, latents, num_inference_steps: int = 50, prompt: str = "", progress=True, extra=None
-    ):
-        """DDIM inversion: clean latents (B, 4, F, h, w) -> the noise DDIM maps back to them,
-        conditioned on ``prompt`` (the empty prompt, as in one-shot editing), no guidance."""
+    def invert(self, latents, num_inference_steps: int = 50, prompt: str = "", extra=None):
+        """DDIM inversion: clean latents (B, C, F, h, w) -> the noise DDIM maps back to them,
+        conditioned on ``prompt`` (the empty prompt, as in one-shot editing), no guidance. The
+        inverse DDIM scheduler is built from the pipeline scheduler's config, so inversion
+        works whichever scheduler samples."""
         self.check_steps(num_inference_steps)
         check_prompt(prompt)
         if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents)
             raise SimDAError(f"latents must be a (B, C, F, h, w) tensor, got {got}")
-        cond = self.encode_prompt([prompt] * latents.shape[0])
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        alphas = self.scheduler.alphas_cumprod.to(self.device)
-        step = self.scheduler.config.num_train_timesteps // num_inference_steps
-        x = latents
-        for t in tqdm(
-            self.scheduler.timesteps.flip(0), desc="inverting", disable=not progress, leave=False
-        ):
-            prev = t - step  # the less noisy level we come from
-            a_prev = alphas[prev] if prev >= 0 else self.scheduler.final_alpha_cumprod.to(x.device)
-            a_t = alphas[t]
-            eps = to_epsilon(self.scheduler, self.predict_noise(x, t, cond, extra=extra), x, t)
-            x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
-            x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+        inverse = DDIMInverseScheduler.from_config(self.scheduler.config)
+        inverse.set_timesteps(num_inference_steps, device=self._execution_device)
+        cond = self.embed_prompts([prompt] * latents.shape[0])
+        x = latents.to(self._execution_device, self.unet.dtype)
+        with self.progress_bar(total=len(inverse.timesteps)) as bar:
+            for t in inverse.timesteps:
+                output = self.predict_noise(x, t, cond, extra=extra)
+                x = inverse.step(output, t, x).prev_sample
+                bar.update()
         return x
 
     # ------------------------------------------------------------------ text to video
 
+    def check_inputs(
+        self,
+        prompt,
+        negative_prompt,
+        prompt_embeds,
+        negative_prompt_embeds,
+        num_frames,
+        height,
+        width,
+        num_inference_steps,
+        guidance_scale,
+        num_videos_per_prompt,
+        eta,
+        generator,
+        latents,
+        output_type,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+        decode_chunk_size,
+        cross_attention_kwargs,
+    ) -> int:
+        """Every argument of ``__call__``, checked before any work; returns the number of
+        prompts."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise SimDAError("give exactly one of prompt and prompt_embeds")
+        if prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not isinstance(prompts, list | tuple) or not prompts:
+                raise SimDAError(
+                    f"prompt must be a string or a non-empty list of strings, got {prompt!r}"
+                )
+            for p in prompts:
+                check_prompt(p)
+            batch = len(prompts)
+        else:
+            check_embeds("prompt_embeds", prompt_embeds, self.unet.config.cross_attention_dim)
+            batch = prompt_embeds.shape[0]
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise SimDAError("give at most one of negative_prompt and negative_prompt_embeds")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            if (
+                not isinstance(negative_prompt, list | tuple)
+                or len(negative_prompt) != batch
+                or not all(isinstance(p, str) for p in negative_prompt)
+            ):
+                raise SimDAError(
+                    f"negative_prompt must be None, a string or a list of {batch} strings (one "
+                    f"per prompt), got {negative_prompt!r}"
+                )
+        if negative_prompt_embeds is not None:
+            check_embeds(
+                "negative_prompt_embeds",
+                negative_prompt_embeds,
+                self.unet.config.cross_attention_dim,
+            )
+            if prompt_embeds is not None and negative_prompt_embeds.shape != prompt_embeds.shape:
+                raise SimDAError(
+                    f"negative_prompt_embeds must have the shape of prompt_embeds "
+                    f"{tuple(prompt_embeds.shape)}, got {tuple(negative_prompt_embeds.shape)}"
+                )
+        self.check_size(num_frames, height, width)
+        self.check_steps(num_inference_steps)
+        check_number("guidance_scale", guidance_scale)
+        check_number("eta", eta, minimum=0.0)
+        for name, value in (
+            ("num_videos_per_prompt", num_videos_per_prompt),
+            ("decode_chunk_size", decode_chunk_size),
+        ):
+            if not _is_int(value) or value < 1:
+                raise SimDAError(f"{name} must be an int >= 1, got {value!r}")
+        videos = batch * num_videos_per_prompt
+        check_generator(generator, videos)
+        shape = self._latent_shape(videos, num_frames, height, width)
+        if latents is not None and (
+            not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape
+        ):
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else latents
+            raise SimDAError(
+                f"latents must be a tensor of shape (B, C, F, h, w) = {shape} for {videos} "
+                f"video(s) of {num_frames} frames at {height}x{width}; got {got}"
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise SimDAError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise SimDAError(f"callback_on_step_end must be callable, got {callback_on_step_end!r}")
+        unknown = set(callback_on_step_end_tensor_inputs or ()) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise SimDAError(
+                f"callback_on_step_end_tensor_inputs must be among "
+                f"{self._callback_tensor_inputs}, got {sorted(unknown)}"
+            )
+        if cross_attention_kwargs is not None and not isinstance(cross_attention_kwargs, dict):
+            raise SimDAError(
+                f"cross_attention_kwargs must be a dict or None, got {cross_attention_kwargs!r}"
+            )
+        self.unet.check_layers()
+        return batch
+
+    def _latent_shape(self, videos, num_frames, height, width) -> tuple[int, ...]:
+        factor = self.vae_scale_factor
+        return (
+            videos,
+            self.unet.config.out_channels,
+            num_frames,
+            height // factor,
+            width // factor,
+        )
+
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
-        num_frames: int = 16,
+        prompt: str | list[str] | None = None,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        negative_prompt: str = "",
-        generator: torch.Generator | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_videos_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
-        progress: bool = True,
-    ) -> VideoOutput:
-        """Sample ``num_frames`` frames per prompt. ``latents``: start from these (e.g. DDIM
-        inverted) instead of fresh noise. Steps and guidance default to the model's
-        recommended settings (``config["sampling"]``, saved with the model), else 50 and 7.5."""
-        num_inference_steps, guidance_scale = self.sampling_settings(
-            num_inference_steps, guidance_scale
-        )
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        prompts = list(prompts) if isinstance(prompts, Iterable) else []
-        if not prompts or not all(isinstance(p, str) for p in [*prompts, negative_prompt]):
-            raise SimDAError(
-                "prompt must be a string or a non-empty list of strings, and negative_prompt a "
-                f"string; got {prompt!r} and {negative_prompt!r}"
-            )
-        height = self.default_size if height is None else height
-        width = self.default_size if width is None else width
-        self.check_size(num_frames, height, width)
-        check_generator(generator)
-        cond = self.encode_prompt(prompts)
-        uncond = self.encode_prompt([negative_prompt] * len(prompts))
-        shape = (
-            len(prompts),
-            self.unet.config.out_channels,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        cross_attention_kwargs: dict | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        decode_chunk_size: int = 16,
+    ):
+        """Sample ``num_frames`` frames for each prompt (``num_videos_per_prompt`` videos each).
+
+        Settings left None take the model's recommendation (``sampling_defaults``), else
+        diffusers' (16 frames, 50 steps, guidance 7.5, the UNet's sample size). ``latents``:
+        start from these (e.g. DDIM-inverted) instead of fresh noise; ``generator``: one, or a
+        list with one per video. Returns a ``SimDAPipelineOutput`` (``.frames``, see there),
+        or a 1-tuple with ``return_dict=False``. Every argument is checked before any work
+        (one ``ValueError``).
+        """
+        defaults = self.sampling_defaults
+        num_frames = defaults["num_frames"] if num_frames is None else num_frames
+        height = defaults["height"] if height is None else height
+        width = defaults["width"] if width is None else width
+        if num_inference_steps is None:
+            num_inference_steps = defaults["num_inference_steps"]
+        if guidance_scale is None:
+            guidance_scale = defaults["guidance_scale"]
+        batch = self.check_inputs(
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
             num_frames,
-            height // self.vae_scale_factor,
-            width // self.vae_scale_factor,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
+            num_videos_per_prompt,
+            eta,
+            generator,
+            latents,
+            output_type,
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs,
+            decode_chunk_size,
+            cross_attention_kwargs,
         )
-        if latents is None:
-            latents = draw_noise(shape, generator).to(self.device, self.dtype)
-        elif not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
-            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else latents
-            raise SimDAError(
-                f"latents must be a tensor of shape (B, C, F, h, w) = {shape} for "
-                f"{len(prompts)} prompt(s), {num_frames} frames at {height}x{width}; got {got}"
-            )
-        out = self.denoise(
-            latents.to(self.dtype),
+        self._interrupt = False
+        guided = guidance_scale > 1.0
+        lora_scale = (cross_attention_kwargs or {}).get("scale")
+        cond, uncond = self.encode_prompt(
+            prompt,
+            self._execution_device,
+            num_videos_per_prompt,
+            guided,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            lora_scale,
+        )
+        shape = self._latent_shape(batch * num_videos_per_prompt, num_frames, height, width)
+        latents = self.prepare_latents(shape, generator, latents)
+        latents = self.denoise(
+            latents,
             cond,
             uncond,
             num_inference_steps,
             guidance_scale,
-            progress=progress,
+            generator=generator,
+            eta=eta,
+            cross_attention_kwargs=cross_attention_kwargs,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
-        return VideoOutput(self.decode_latents(out), out)
+        frames = self.postprocess(latents, output_type, decode_chunk_size)
+        self.maybe_free_model_hooks()
+        return SimDAPipelineOutput(frames=frames) if return_dict else (frames,)
+
+
+def dtype_argument(dtype: torch.dtype) -> dict:
+    """diffusers' ``from_pretrained`` argument for the weights' dtype: ``dtype`` where the
+    installed diffusers names it so (it deprecates ``torch_dtype`` there), else
+    ``torch_dtype``."""
+    from diffusers.pipelines import pipeline_utils
+
+    return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_number(name: str, value, minimum: float | None = None) -> None:
+    """``value`` is a finite real number (not a bool), at least ``minimum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+    ):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise SimDAError(f"{name} must be a finite number{bound}, got {value!r}")
+
+
+def check_embeds(name: str, embeds, dim: int) -> None:
+    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[2] != dim:
+        got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+        raise SimDAError(f"{name} must be a tensor (B, L, {dim}), got {got}")
 
 
 def check_rgb_frames(frames, name: str, ndims: tuple[int, ...], layout: str) -> None:
@@ -507,98 +756,35 @@ def check_prompt(prompt, name: str = "prompt") -> None:
         raise SimDAError(f"{name} must be a string, got {type(prompt).__name__} {prompt!r}")
 
 
-def check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise SimDAError(
-            f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or "
-            f"None, got {generator!r}"
-        )
+def check_generator(generator, videos: int | None = None) -> None:
+    """``generator`` is None, a ``torch.Generator`` or a list of ``videos`` of them."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if (
+        isinstance(generator, list | tuple)
+        and all(isinstance(g, torch.Generator) for g in generator)
+        and (videos is None or len(generator) == videos)
+    ):
+        return
+    count = f"a list of {videos} (one per video)" if videos is not None else "a list of them"
+    raise SimDAError(
+        f"generator must be None, a torch.Generator (e.g. torch.Generator().manual_seed(0)) or "
+        f"{count}, got {generator!r}"
+    )
 
 
-def _temporal_act(unet: SimDAUNet) -> str:
-    from simda.adapters import TemporalAdapter
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (``output_type="np"``) -> uint8, rounded."""
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
 
-    return next(m.act for m in unet.modules() if isinstance(m, TemporalAdapter))
 
-
-def _check_model_folder(path: str) -> dict:
-    """model_index.json of a model folder, with one clear error for each way it can be wrong."""
-    if not os.path.isdir(path):
-        raise SimDAError(f"model folder {path!r} does not exist")
-    missing = [p for p in SD_PARTS if not os.path.isdir(os.path.join(path, p))]
-    if missing:
-        hint = ""
-        if os.path.isfile(os.path.join(path, "adapters.safetensors")):  # a training output
-            hint = (
-                f"; it holds adapters.safetensors: load those onto a model with --adapters "
-                f"{os.path.join(path, 'adapters.safetensors')} (adapters=)"
-            )
-        raise SimDAError(
-            f"model folder {path!r} is not a diffusers SD-1.x folder: missing "
-            f"{', '.join(missing)} (expected {', '.join(SD_PARTS)}){hint}"
-        )
-    for part in ("unet", "vae"):
-        files = os.listdir(os.path.join(path, part))
-        if "config.json" not in files:
-            raise SimDAError(f"model folder {path!r}: {part}/config.json is missing")
-        if part == "vae" and _vae_class(path) == "SpaceToDepthAutoencoder":
-            continue  # no weights
-        if not any(f.endswith(".safetensors") for f in files):
-            raise SimDAError(
-                f"model folder {path!r}: {part}/ has no .safetensors weights "
-                "(pickled .bin/.ckpt weights are not loaded; convert them first)"
-            )
-    index_path = os.path.join(path, "model_index.json")
-    if not os.path.isfile(index_path):
-        return {}
+@contextlib.contextmanager
+def progress_bars(pipe: SimDAPipeline, enabled: bool):
+    """The pipeline's own progress bars off while ``enabled`` is False, then as they were."""
+    before = dict(getattr(pipe, "_progress_bar_config", {}))
+    if not enabled:
+        pipe.set_progress_bar_config(**{**before, "disable": True})
     try:
-        with open(index_path) as f:
-            index = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise SimDAError(
-            f"model folder {path!r}: model_index.json is not valid JSON ({exc})"
-        ) from exc
-    if not isinstance(index, dict):
-        raise SimDAError(
-            f"model folder {path!r}: model_index.json must hold a JSON object, "
-            f"got a {type(index).__name__}"
-        )
-    return index
-
-
-def _vae_class(path: str) -> str | None:
-    try:
-        with open(os.path.join(path, "vae", "config.json")) as f:
-            return json.load(f).get("_class_name")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-
-
-def _load_vae(path: str, kwargs: dict):
-    if _vae_class(path) == "SpaceToDepthAutoencoder":
-        with open(os.path.join(path, "vae", "config.json")) as f:
-            settings = json.load(f)
-        return SpaceToDepthAutoencoder(settings["factor"], settings.get("in_channels", 3))
-    return AutoencoderKL.from_pretrained(path, subfolder="vae", low_cpu_mem_usage=False, **kwargs)
-
-
-def _save_tiny_text(path, tokenizer: WordTokenizer, encoder: TinyTextEncoder) -> None:
-    for part in ("tokenizer", "text_encoder"):
-        os.makedirs(os.path.join(path, part), exist_ok=True)
-    with open(os.path.join(path, "tokenizer", "word_tokenizer.json"), "w") as f:
-        json.dump(tokenizer.config(), f)
-    with open(os.path.join(path, "text_encoder", "config.json"), "w") as f:
-        json.dump(encoder.settings, f)
-    atomic_save(encoder.state_dict(), os.path.join(path, "text_encoder", "model.safetensors"))
-
-
-def _load_tiny_text(path):
-    from simda.checkpoint import read_safetensors
-
-    with open(os.path.join(path, "tokenizer", "word_tokenizer.json")) as f:
-        tokenizer = WordTokenizer(**json.load(f))
-    with open(os.path.join(path, "text_encoder", "config.json")) as f:
-        encoder = TinyTextEncoder(**json.load(f))
-    tensors, _ = read_safetensors(os.path.join(path, "text_encoder", "model.safetensors"))
-    encoder.load_state_dict(tensors)
-    return tokenizer, encoder
+        yield
+    finally:
+        pipe._progress_bar_config = before

@@ -15,10 +15,9 @@ batch, rank 0 writes checkpoints.
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
-import shutil
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -28,19 +27,29 @@ import torch.distributed as dist
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from simda.checkpoint import atomic_save, load_adapters, read_safetensors, save_adapters
+from simda.checkpoint import (
+    atomic_save,
+    complete_folder,
+    load_adapters,
+    read_safetensors,
+    replace_folder,
+    save_adapters,
+)
 from simda.errors import SimDAError
-from simda.pipelines.editing import (
-    MIXED_PRECISIONS,
+from simda.pipelines.superres import check_scale, degrade, is_superres, low_res_condition
+from simda.pipelines.t2v import SimDAPipeline, draw_noise
+from simda.pipelines.tuning import (
     autocast,
+    check_mixed_precision,
     check_trainable_dtype,
     checkpointing_enabled,
+    diffusion_target,
     end_training,
     grad_scaler,
+    noise_schedule,
     step_generator,
     trainable_parameters,
 )
-from simda.pipelines.t2v import SimDAPipeline, diffusion_target, draw_noise
 from simda.video import VIDEO_SUFFIXES, read_video
 
 
@@ -117,11 +126,7 @@ class TrainConfig:
                 raise SimDAError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
             raise SimDAError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            raise SimDAError(
-                f"TrainConfig.mixed_precision must be None, 'fp16' or 'bf16', "
-                f"got {self.mixed_precision!r}"
-            )
+        check_mixed_precision(self.mixed_precision, "TrainConfig.mixed_precision")
         if self.superres_scale is not None and (
             not isinstance(self.superres_scale, int) or self.superres_scale < 2
         ):
@@ -147,7 +152,7 @@ class TrainState:
     grad_scaler: dict = field(default_factory=dict)
 
 
-def _rank_world():
+def rank_world():
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -157,7 +162,7 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _rank_world()
+    return rank_world()
 
 
 class LatentCache:
@@ -195,8 +200,6 @@ class LatentCache:
 
     @torch.no_grad()
     def low_res(self, indices) -> torch.Tensor:
-        from simda.pipelines.superres import degrade, low_res_condition
-
         for i in indices:
             if i not in self._low:
                 frames = self.dataset.frames(i)
@@ -210,46 +213,22 @@ class LatentCache:
 CHECKPOINT_FILES = ("adapters.safetensors", "optimizer.safetensors", "state.json")
 
 
-def _fsync(path: str) -> None:
-    """Flush a file (or, on POSIX, a folder's entries) to disk."""
-    if os.path.isdir(path) and os.name != "posix":
-        return  # folders cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY if os.path.isdir(path) else os.O_RDWR)  # Windows: write
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def find_checkpoint(path: str) -> str | None:
-    """The complete checkpoint saved at ``path``: the folder itself or, after a crash between
-    the two renames of ``save_checkpoint``, the old folder it had moved aside (``path.old``).
-    None when there is neither (a crash during the first save leaves only a ``.tmp-*`` folder,
-    which is never read)."""
-    path = os.path.normpath(path)
-    for folder in (path, path + ".old"):
-        if os.path.isfile(os.path.join(folder, "state.json")):
-            return folder
-    return None
+    """The complete checkpoint saved at ``path`` (see ``checkpoint.complete_folder``): the
+    folder itself or, after a crash between the two renames of a save, the old folder."""
+    return complete_folder(path, "state.json")
 
 
 def save_checkpoint(
     path: str, unet, optimizer, state: TrainState, config: TrainConfig, clip: dict | None = None
 ) -> None:
-    """Write the checkpoint as one unit: its three files, each stamped with ``state.step``, go
-    to a fresh sibling folder (``path.tmp-<pid>``), are synced to disk, and then replace
-    ``path`` by two renames (the old folder is moved to ``path.old`` first and deleted last).
-    A crash at any point leaves ``path`` or ``path.old`` complete (``find_checkpoint``)."""
-    path = os.path.normpath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    for leftover in glob.glob(glob.escape(path) + ".tmp-*"):  # from crashed saves
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp, aside = f"{path}.tmp-{os.getpid()}", path + ".old"
+    """Write the checkpoint as one unit (``checkpoint.replace_folder``, synced to disk): its
+    three files, each stamped with ``state.step``. A crash at any point leaves ``path`` or
+    ``path.old`` complete (``find_checkpoint``)."""
     step = {"step": str(state.step)}
-    os.makedirs(tmp)
-    try:
-        save_adapters(unet, os.path.join(tmp, "adapters.safetensors"), metadata=step)
+
+    def write(folder: str) -> None:
+        save_adapters(unet, os.path.join(folder, "adapters.safetensors"), metadata=step)
         opt = optimizer.state_dict()
         tensors = {
             f"{i}.{k}": v
@@ -259,27 +238,16 @@ def save_checkpoint(
         }
         atomic_save(
             tensors,
-            os.path.join(tmp, "optimizer.safetensors"),
+            os.path.join(folder, "optimizer.safetensors"),
             {"param_groups": json.dumps(opt["param_groups"]), **step},
         )
         saved = {"state": asdict(state), "config": asdict(config)}
         if clip is not None:
             saved["clip"] = clip
-        with open(os.path.join(tmp, "state.json"), "w") as f:
+        with open(os.path.join(folder, "state.json"), "w") as f:
             json.dump(saved, f)
-        for name in CHECKPOINT_FILES:
-            _fsync(os.path.join(tmp, name))
-        _fsync(tmp)
-        if os.path.isdir(path):
-            if os.path.isdir(aside):  # left by a crash after the last swap: path is complete
-                shutil.rmtree(aside)
-            os.replace(path, aside)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync(parent)
-    shutil.rmtree(aside, ignore_errors=True)
+
+    replace_folder(path, write, sync=True)
 
 
 #: Settings a resumed run must share with its checkpoint (``steps`` may grow).
@@ -311,7 +279,8 @@ def load_checkpoint(
     ``find_checkpoint``). Everything is read and checked before anything is loaded, so a
     damaged checkpoint leaves the model as it was; files from different saves (their step
     stamps differ) are refused. With ``config``, the settings of ``RESUME_SETTINGS`` must equal
-    the checkpoint's and ``config.steps`` must go beyond its step; with ``clip`` (``frames``,
+    the checkpoint's and ``config.steps`` must go beyond its step (a run at its last step is
+    finished: resuming it is refused, nothing is rewritten); with ``clip`` (``frames``,
     ``size``), so must the clip shape (an exact resume)."""
     folder = find_checkpoint(path)
     if folder is None:
@@ -343,10 +312,12 @@ def load_checkpoint(
                 f"--resume continues the run in {folder!r} with its own settings: "
                 + "; ".join(changed)
             )
-        if config.steps < state.step:  # equal: a finished run, its final files rewritten
+        if config.steps <= state.step:
             raise SimDAError(
-                f"--resume: the checkpoint in {folder!r} is at step {state.step}, beyond "
-                f"steps={config.steps}: pass steps >= {state.step} (--steps) to continue"
+                f"--resume: the checkpoint in {folder!r} is at step {state.step}, and "
+                f"steps={config.steps} leaves nothing to train: pass steps > {state.step} "
+                f"(--steps) to continue (its adapters are in {folder}/adapters.safetensors; "
+                "nothing was written)"
             )
     adapters_file = os.path.join(folder, "adapters.safetensors")
     optimizer_file = os.path.join(folder, "optimizer.safetensors")
@@ -386,7 +357,7 @@ def check_superres(pipe: SimDAPipeline, scale: int | None) -> None:
     """``TrainConfig.superres_scale`` set exactly when ``pipe`` is the super-resolution
     variant (its UNet takes the noisy latents and the low-res clip's latents on channels)."""
     config = pipe.unet.config
-    superres = config.in_channels == 2 * config.out_channels
+    superres = is_superres(pipe)
     if scale and not superres:
         raise SimDAError(
             f"TrainConfig.superres_scale={scale} trains the super-resolution variant, but this "
@@ -411,11 +382,14 @@ def train(
 ) -> TrainState:
     """Train the adapters of ``pipe.unet``; returns the step reached and the loss history.
 
-    Writes ``output_dir/checkpoint/`` every ``config.checkpoint_every`` steps and
-    ``output_dir/adapters.safetensors`` at the end. With ``config.superres_scale`` the pipeline
-    must be the super-resolution variant (``make_superres``), and its config records the scale
-    it was trained for. Afterwards, also when training fails or is interrupted, the UNet is in
-    eval mode and its gradient checkpointing as it was before.
+    Writes ``output_dir/checkpoint/`` every ``config.checkpoint_every`` steps,
+    ``output_dir/losses.jsonl`` (one line every ``config.log_every`` steps: the step, the mean
+    loss since the last line, seconds per step) and ``output_dir/adapters.safetensors`` at the
+    end. With ``config.superres_scale`` the pipeline must be the super-resolution variant
+    (``make_superres``), and its config records the scale it was trained for; the clip shape
+    trained on becomes the pipeline's recommended ``num_frames``, ``height`` and ``width``.
+    Afterwards, also when training fails or is interrupted, the UNet is in eval mode and its
+    gradient checkpointing as it was before.
     """
     if not isinstance(dataset, ClipDataset):
         raise SimDAError(
@@ -428,8 +402,6 @@ def train(
     # sizes first, before any clip is read or encoded (num_frames None: every frame of a clip)
     pipe.check_size(dataset.num_frames or 1, *dataset.size)
     if config.superres_scale:
-        from simda.pipelines.superres import check_scale
-
         check_scale(*dataset.size, config.superres_scale)
     rank, world = init_distributed(pipe.device)
     if config.batch_size % world:
@@ -438,7 +410,7 @@ def train(
             f"processes ({world})"
         )
     unet = pipe.unet
-    params = trainable_parameters(unet)
+    params = trainable_parameters(pipe)
     check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     scaler = grad_scaler(pipe, config.mixed_precision)
@@ -465,7 +437,13 @@ def train(
     finally:
         end_training(unet, was_checkpointing)
     if config.superres_scale:
-        pipe.config["superres_scale"] = config.superres_scale
+        pipe.register_to_config(superres_scale=config.superres_scale)
+    trained = {
+        "num_frames": dataset.num_frames,
+        "height": dataset.size[0],
+        "width": dataset.size[1],
+    }
+    pipe.register_to_config(sampling={**pipe.config.sampling, **trained})
     if rank == 0:
         save_adapters(unet, os.path.join(output_dir, "adapters.safetensors"))
     return state
@@ -473,21 +451,23 @@ def train(
 
 def _train_loop(pipe, dataset, config, model, optimizer, scaler, state, checkpoint, clip, progress):
     """The steps of ``train`` from ``state.step`` to ``config.steps``."""
-    rank, world = _rank_world()
+    rank, world = rank_world()
     local = config.batch_size // world
     unet = pipe.unet
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
     cache = LatentCache(pipe, dataset, config.superres_scale)
+    schedule = noise_schedule(pipe)
+    log = LossLog(os.path.join(os.path.dirname(checkpoint), "losses.jsonl"), config.log_every)
     embeddings: dict[str, torch.Tensor] = {}
 
     def embed(caption: str) -> torch.Tensor:
         if caption not in embeddings:
-            embeddings[caption] = pipe.encode_prompt([caption])[0]
+            embeddings[caption] = pipe.embed_prompts([caption])[0]
         return embeddings[caption]
 
-    steps = pipe.scheduler.config.num_train_timesteps
+    steps = schedule.config.num_train_timesteps
     bar = tqdm(
         range(state.step, config.steps),
         desc="training",
@@ -505,13 +485,13 @@ def _train_loop(pipe, dataset, config, model, optimizer, scaler, state, checkpoi
         mine = slice(rank * local, (rank + 1) * local)
         captions = ["" if d else dataset.caption(i) for i, d in zip(indices, drop, strict=True)]
         cond = torch.stack([embed(c) for c in captions[mine]])
-        noisy = pipe.scheduler.add_noise(latents[mine], noise[mine], t[mine])
+        noisy = schedule.add_noise(latents[mine], noise[mine], t[mine])
         if config.superres_scale:
             noisy = torch.cat([noisy, cache.low_res(indices[mine])], 1)
         optimizer.zero_grad(set_to_none=True)
         with autocast(pipe, config.mixed_precision):
-            pred = model(noisy.to(pipe.dtype), t[mine], cond)
-            target = diffusion_target(pipe.scheduler, latents[mine], noise[mine], t[mine])
+            pred = model(noisy.to(unet.dtype), t[mine], cond).sample
+            target = diffusion_target(schedule, latents[mine], noise[mine], t[mine])
             loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -522,8 +502,55 @@ def _train_loop(pipe, dataset, config, model, optimizer, scaler, state, checkpoi
             loss /= world
         state.losses.append(loss.item())
         state.step = step + 1
+        if rank == 0:
+            log.add(state.step, state.losses[-1])
         if not bar.disable:  # rank 0, with progress: the mean of the last log_every losses
             bar.set_postfix(loss=f"{np.mean(state.losses[-config.log_every :]):.4f}", refresh=False)
         if rank == 0 and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
             state.grad_scaler = scaler.state_dict()  # read here only: it syncs with the GPU
+            log.flush()
             save_checkpoint(checkpoint, unet, optimizer, state, config, clip)
+
+
+class LossLog:
+    """``losses.jsonl``: one line ``{"step", "loss", "seconds_per_step"}`` every ``every``
+    steps (and before each checkpoint), with the mean loss of the steps since the last line.
+    A resumed run appends, after dropping the lines beyond the step it resumes from (written
+    after its last checkpoint), so that each step is counted once."""
+
+    def __init__(self, path: str, every: int):
+        self.path, self.every = path, every
+        self.pending: list[float] = []
+        self.step, self.started = 0, False
+        self.clock = time.perf_counter()
+
+    def add(self, step: int, loss: float) -> None:
+        if not self.started:
+            self._drop_beyond(step - 1)
+            self.started = True
+        self.pending.append(loss)
+        self.step = step
+        if step % self.every == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        now = time.perf_counter()
+        line = {
+            "step": self.step,
+            "loss": float(np.mean(self.pending)),
+            "seconds_per_step": round((now - self.clock) / len(self.pending), 6),
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        self.pending, self.clock = [], now
+
+    def _drop_beyond(self, step: int) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        if not os.path.isfile(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.path, "w") as f:
+            f.writelines(lines)

@@ -1,7 +1,7 @@
-"""Turn pytest-benchmark JSON into markdown tables and PNG bar charts.
+"""``simda bench``: turn pytest-benchmark JSON into markdown tables and PNG bar charts.
 
-    python -m benchmarks.report out/bench.json [more.json ...] [--output docs/bench]
-    simda bench out/bench.json
+    pytest benchmarks/ --benchmark --benchmark-json out/bench.json
+    simda bench out/bench.json [more.json ...] [--output docs/bench]
 
 Model level: time, peak memory and tuned parameters of every architecture per measurement,
 the speed-up of SimDA (optimized) over each peer, and the targets (met, or missed by how much).
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
 
         raise SimDAError(
             f"no benchmark results at {', '.join(missing)} (run `pytest benchmarks/ "
-            "--benchmark-only --benchmark-json FILE` first)"
+            "--benchmark --benchmark-json FILE` first)"
         )
     machine, rows = load(args.json)
     text = markdown(machine, rows)
@@ -245,5 +245,27 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def register(sub) -> None:
+    """``simda bench ARGS``: every argument but ``--debug`` goes to this module's own parser
+    (see ``split_args``), ``--help`` included."""
+    p = sub.add_parser("bench", help="benchmark tables and charts (see benchmarks/)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="benchmark JSON files, --output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def split_args(argv: list[str]) -> argparse.Namespace:
+    """``simda bench ARGS`` parsed by hand: argparse would take the report's options for
+    ``simda``'s."""
+    rest = argv[1:]
+    return argparse.Namespace(
+        command="bench",
+        func=run,
+        debug="--debug" in rest,
+        quiet=False,
+        bench_args=[a for a in rest if a != "--debug"],
+    )
+
+
+def run(args) -> int:
+    return main(args.bench_args)

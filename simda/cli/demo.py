@@ -7,35 +7,66 @@ import time
 
 import numpy as np
 
-from simda import toyworld
-from simda.video import side_by_side
+from simda.cli import common
 
 SOURCE = ("red", "square", "right")
 EDIT = ("blue", "square", "right")
-PRESENT_PIXELS = 20  # a shape covers about 60-80 pixels at 32x32
 
 
-def run_demo(args) -> int:
-    from simda.cli import _device, _loss_plot, _settings, load_pipeline, write_outputs
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="tune, invert and edit a synthetic clip end to end")
+    common.add_common(p)
+    p.add_argument(
+        "--tune-steps",
+        type=common.positive_int,
+        default=None,
+        help="tuning steps (default: 60 on CPU, 300 on GPU)",
+    )
+    p.add_argument(
+        "--steps",
+        type=common.positive_int,
+        default=None,
+        help="DDIM steps of the inversion and the edit (default: 20 on CPU, 50 on GPU; the "
+        "text-to-video part uses the model's own setting)",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance of the edit (default: the model's recommended edit guidance, 4.5 for "
+        "the toy world, else 12.5)",
+    )
+    common.add_mixed_precision(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from simda import toyworld
     from simda.pipelines import edit_video
+    from simda.pipelines.editing import edit_guidance
     from simda.unet import count_parameters
+    from simda.video import side_by_side
 
     start = time.perf_counter()
-    device = _device(args.device)
+    device = common.device(args.device)
     on_gpu = device.type == "cuda"
     tune_steps = args.tune_steps if args.tune_steps is not None else (300 if on_gpu else 60)
     steps = args.steps if args.steps is not None else (50 if on_gpu else 20)
-    pipe = load_pipeline(args, device)
+    pipe = common.load_pipeline(args, device)
     size = pipe.default_size
     clip = toyworld.render(*SOURCE, frames=8, size=size, rng=np.random.default_rng(args.seed))
     source, edited = toyworld.caption(*SOURCE), toyworld.caption(*EDIT)
-    print(
-        f"demo: one-shot edit of {clip.shape[0]} frames at {size}x{size} on {device}: "
-        f"{source!r} -> {edited!r}"
+    common.logger.info(
+        "one-shot edit of %d frames at %dx%d on %s: %r -> %r",
+        clip.shape[0],
+        size,
+        size,
+        device,
+        source,
+        edited,
     )
-    # toy world: toyworld.EDIT_GUIDANCE; other models: the released setting (12.5)
     toy = toyworld.is_toyworld(pipe)  # the shipped toy-world model
-    guidance = args.guidance if args.guidance is not None else toyworld.edit_guidance(pipe)
+    guidance = args.guidance if args.guidance is not None else edit_guidance(pipe)
     t2v_paths: list[str] = []
     t2v_rows = []
     if toy:
@@ -54,15 +85,18 @@ def run_demo(args) -> int:
         progress=not args.quiet,
     )
     grid = side_by_side(result.source, result.reconstruction, result.edit)
-    settings = _settings(
+    settings = common.settings(
         args, tune_steps=tune_steps, steps=steps, guidance=guidance, source=source, edit=edited
     )
-    paths = write_outputs(args.output, "demo", grid, settings) + t2v_paths
-    paths.append(_loss_plot(result.tuning.losses, os.path.join(args.output, "demo-loss.png")))
+    paths = common.write_outputs(args.output, "demo", grid, settings) + t2v_paths
+    paths.append(common.loss_plot(result.tuning.losses, os.path.join(args.output, "demo-loss.png")))
     counts = count_parameters(pipe.unet)
     tuning = result.tuning
     rows = [
-        ("model", pipe.config.get("path", "built-in tiny (random weights)")),
+        (
+            "model",
+            args.model or ("built-in toy world" if toy else "built-in tiny (random weights)"),
+        ),
         ("device", str(device)),
         ("clip", f"{clip.shape[0]} frames, {size}x{size} px"),
         ("tuned parameters", f"{tuning.tuned_parameters:,} of {counts['total']:,}"),
@@ -80,7 +114,7 @@ def run_demo(args) -> int:
         ("total time", f"{time.perf_counter() - start:.1f} s"),
     ]
     if toy:
-        shown, offset = edit_fidelity(result.source, result.edit, SOURCE[0], EDIT[0])
+        shown, offset = toyworld.edit_fidelity(result.source, result.edit, SOURCE[0], EDIT[0])
         rows += [
             (f"edit: frames showing a {EDIT[0]} shape", f"{shown}/{len(result.edit)}"),
             (
@@ -99,23 +133,6 @@ def run_demo(args) -> int:
     return 0
 
 
-def edit_fidelity(source, edit, source_colour: str, edit_colour: str):
-    """How well a toy-world colour edit worked: the number of frames in which the edited colour
-    covers at least ``PRESENT_PIXELS`` pixels, and the mean distance in pixels between its
-    centre and the source shape's centre over those of them that also show the source shape
-    (None when there are none)."""
-    sources = toyworld.colour_masks(source)[source_colour]
-    edits = toyworld.colour_masks(edit)[edit_colour]
-    shown, distances = 0, []
-    for src, new in zip(sources, edits, strict=True):
-        if new.sum() < PRESENT_PIXELS:
-            continue
-        shown += 1
-        if src.any():  # the source shape is in this frame too
-            distances.append(float(np.hypot(*(toyworld.centre(src) - toyworld.centre(new)))))
-    return shown, (float(np.mean(distances)) if distances else None)
-
-
 T2V_CAPTIONS = (
     "a red circle moving right",
     "a blue square moving up",
@@ -127,7 +144,7 @@ T2V_CAPTIONS = (
 def _text_to_video(pipe, args, paths: list[str]) -> list[tuple[str, str]]:
     """Text-to-video with the toy-world model as shipped (before the edit tunes it): four
     captions, one clip each, scored by the toy-world detector; writes demo-t2v.*."""
-    from simda.cli import _settings, write_outputs
+    from simda import toyworld
 
     start = time.perf_counter()
     clips = {
@@ -139,7 +156,9 @@ def _text_to_video(pipe, args, paths: list[str]) -> list[tuple[str, str]]:
     seconds = time.perf_counter() - start
     scores = [toyworld.score(clip, c) for c, clip in clips.items()]
     grid = np.concatenate(list(clips.values()), axis=1)  # captions stacked vertically
-    paths += write_outputs(args.output, "demo-t2v", grid, _settings(args, captions=T2V_CAPTIONS))
+    paths += common.write_outputs(
+        args.output, "demo-t2v", grid, common.settings(args, captions=T2V_CAPTIONS)
+    )
     detected = ", ".join(f"{r['colour']} {r['direction'] or 'still'}" for r in scores)
     return [
         ("text-to-video captions (top to bottom)", "; ".join(T2V_CAPTIONS)),
