@@ -44,3 +44,69 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ----------------------------------------------------------------------------- SD-1.x miniature
+
+
+def clip_text(root):
+    """A CLIP tokenizer over single letters and a 1-layer CLIP text encoder (width 32)."""
+    import json
+
+    import transformers
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for token in letters + [f"{c}</w>" for c in letters]:
+        vocab[token] = len(vocab)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(
+        str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=16
+    )
+    text = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    return tokenizer, text.eval()
+
+
+def make_sd_pipeline(root):
+    """A miniature Stable Diffusion 1.x pipeline with a real CLIP tokenizer and text encoder:
+    the layout of a user's SD folder (no real one can be downloaded here)."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+
+    from simda.pipelines.t2v import SD_SCHEDULER, TINY_VAE
+    from simda.presets import unet2d_config
+
+    tokenizer, text = clip_text(root)
+    return StableDiffusionPipeline(
+        vae=AutoencoderKL(**TINY_VAE).eval(),
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet2d_config("tiny")).eval(),
+        scheduler=DDIMScheduler(**SD_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def sd_pipeline_factory():
+    """``factory(folder)``: a new miniature SD-1.x pipeline (see ``make_sd_pipeline``)."""
+    return make_sd_pipeline

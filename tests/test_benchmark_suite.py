@@ -43,17 +43,17 @@ def test_lvdm_starts_as_the_image_model():
     x, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 5, 32)
     with torch.no_grad():
         want = torch.stack([reference(x[:, :, f], 10, text).sample for f in range(3)], 2)
-        torch.testing.assert_close(model(x, 10, text), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x, 10, text).sample, want, rtol=1e-4, atol=1e-5)
 
 
 def test_tav_attends_to_first_and_previous_frames():
     model = build_tav(image_unet())
     x, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 5, 32)
     with torch.no_grad():
-        out = model(x, 10, text)
+        out = model(x, 10, text).sample
         x2 = x.clone()
         x2[:, :, 2] += 1.0  # the last frame is read by no other frame
-        out2 = model(x2, 10, text)
+        out2 = model(x2, 10, text).sample
     assert torch.equal(out[:, :, :2], out2[:, :, :2])
     assert not torch.equal(out[:, :, 2], out2[:, :, 2])
 

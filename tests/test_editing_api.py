@@ -18,26 +18,28 @@ def clip(frames=2, size=64, seed=0):
 
 @pytest.fixture
 def pipe():
-    return SimDAPipeline.from_preset("tiny", seed=0)
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def test_the_inversion_cache_key_covers_layout_scheduler_and_frozen_weights(pipe, tmp_path):
     cache = str(tmp_path / "cache")
     latents = pipe.encode_video(clip(), generator=torch.Generator().manual_seed(0))
-    first = inverted_latents(pipe, latents, 2, cache, progress=False)
+    first = inverted_latents(pipe, latents, 2, cache)
     assert len(os.listdir(cache)) == 1
-    again = inverted_latents(pipe, latents, 2, cache, progress=False)
+    again = inverted_latents(pipe, latents, 2, cache)
     assert torch.equal(first, again) and len(os.listdir(cache)) == 1  # same setup: a hit
     pipe.unet.set_lsa_layout("tav")
-    tav = inverted_latents(pipe, latents, 2, cache, progress=False)
+    tav = inverted_latents(pipe, latents, 2, cache)
     assert len(os.listdir(cache)) == 2  # another layout: a miss, computed afresh
     assert not torch.equal(first, tav)
-    assert torch.equal(tav, pipe.invert(latents, 2, prompt="", progress=False))
+    assert torch.equal(tav, pipe.invert(latents, 2, prompt=""))
     pipe.unet.set_lsa_layout("paper")
-    assert torch.equal(inverted_latents(pipe, latents, 2, cache, progress=False), first)
+    assert torch.equal(inverted_latents(pipe, latents, 2, cache), first)
     assert len(os.listdir(cache)) == 2
     pipe.scheduler.register_to_config(steps_offset=1 - pipe.scheduler.config.steps_offset)
-    inverted_latents(pipe, latents, 2, cache, progress=False)
+    inverted_latents(pipe, latents, 2, cache)
     assert len(os.listdir(cache)) == 3  # another scheduler config: a miss
 
 
@@ -63,12 +65,12 @@ def test_tune_restores_eval_mode_and_checkpointing_after_a_failure(pipe, monkeyp
     monkeypatch.setattr(editing, "diffusion_loss", failing_loss)
     pipe.unet.eval()
     with pytest.raises(KeyboardInterrupt):
-        tune(pipe, clip(), "a square", steps=3, progress=False)
+        tune(pipe, clip(), "a square", steps=3)
     assert len(calls) == 2
     assert not pipe.unet.training and not pipe.unet.unet.is_gradient_checkpointing
     pipe.unet.enable_gradient_checkpointing()  # a caller's own setting is kept
     monkeypatch.setattr(editing, "diffusion_loss", loss)
-    tune(pipe, clip(), "a square", steps=1, progress=False)
+    tune(pipe, clip(), "a square", steps=1)
     assert not pipe.unet.training and pipe.unet.unet.is_gradient_checkpointing
 
 
@@ -133,9 +135,12 @@ def test_edit_video_guidance_defaults_to_the_models_edit_guidance(pipe, monkeypa
 
     monkeypatch.setattr(SimDAPipeline, "__call__", spy)
     frames = clip()
-    result = edit_video(pipe, frames, "a", "b", tune_steps=0, num_inference_steps=1, progress=False)
+    result = edit_video(pipe, frames, "a", "b", tune_steps=0, num_inference_steps=1)
     assert result.edit.shape == frames.shape
-    assert used == [1.0, toyworld.edit_guidance(pipe)] == [1.0, RELEASED_GUIDANCE]
+    assert used == [1.0, editing.edit_guidance(pipe)] == [1.0, RELEASED_GUIDANCE]
+    pipe.register_to_config(sampling={"edit_guidance_scale": 4.5})  # the model's own
+    edit_video(pipe, frames, "a", "b", tune_steps=0, num_inference_steps=1, progress=False)
+    assert used[-1] == 4.5
     edit_video(
         pipe,
         frames,
@@ -153,7 +158,7 @@ def test_edit_video_tunes_the_pipelines_adapters_in_place(pipe):
     from simda.checkpoint import adapter_state_dict
 
     before = {k: v.clone() for k, v in adapter_state_dict(pipe.unet).items()}
-    edit_video(pipe, clip(), "a", "b", tune_steps=1, num_inference_steps=1, progress=False)
+    edit_video(pipe, clip(), "a", "b", tune_steps=1, num_inference_steps=1)
     after = adapter_state_dict(pipe.unet)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert np.isfinite([v.float().sum().item() for v in after.values()]).all()

@@ -56,7 +56,7 @@ def test_adapter_placement():
 def test_forward_shape_and_dtype():
     model = simda.build_unet("tiny")
     sample, t, text = video_inputs(frames=4, h=8, w=12)
-    out = model(sample, t, text)
+    out = model(sample, t, text).sample
     assert out.shape == sample.shape and out.dtype == sample.dtype
     assert torch.isfinite(out).all()
 
@@ -67,7 +67,7 @@ def test_single_frame_paper_equals_image_model():
     sample, t, text = video_inputs(frames=1)
     with torch.no_grad():
         torch.testing.assert_close(
-            model(sample, t, text), per_frame(unet2d, sample, t, text), rtol=1e-4, atol=1e-5
+            model(sample, t, text).sample, per_frame(unet2d, sample, t, text), rtol=1e-4, atol=1e-5
         )
 
 
@@ -78,7 +78,7 @@ def test_self_layout_equals_image_model_per_frame(hw):
     sample, t, text = video_inputs(frames=4, h=hw[0], w=hw[1])
     with torch.no_grad():
         torch.testing.assert_close(
-            model(sample, t, text), per_frame(unet2d, sample, t, text), rtol=1e-4, atol=1e-5
+            model(sample, t, text).sample, per_frame(unet2d, sample, t, text), rtol=1e-4, atol=1e-5
         )
 
 
@@ -87,9 +87,9 @@ def test_latent_shift_mixes_frames():
     randomise_base(model.unet)
     sample, t, text = video_inputs(frames=3)
     with torch.no_grad():
-        shifted = model(sample, t, text)
+        shifted = model(sample, t, text).sample
         model.set_lsa_layout("self")
-        plain = model(sample, t, text)
+        plain = model(sample, t, text).sample
     assert model.lsa_layout == "self"
     assert (shifted - plain).abs().max() > 1e-3
 
@@ -98,11 +98,11 @@ def test_trained_adapters_change_the_output():
     model = simda.build_unet("tiny")
     sample, t, text = video_inputs(frames=2)
     with torch.no_grad():
-        before = model(sample, t, text)
+        before = model(sample, t, text).sample
         for m in model.modules():
             if isinstance(m, simda.TemporalAdapter):
                 m.w_up.normal_()
-        assert (model(sample, t, text) - before).abs().max() > 1e-3
+        assert (model(sample, t, text).sample - before).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("checkpointing", [True, False])
@@ -118,7 +118,7 @@ def test_every_adapter_trains(checkpointing):
     sample, t, text = video_inputs(frames=3)
     for step in range(2):
         opt.zero_grad()
-        model(sample, t, text).square().mean().backward()
+        model(sample, t, text).sample.square().mean().backward()
         for m in adapters:
             # Step 1: only the zero-initialised up-projections get gradients; step 2: everything.
             out_params = [m.fc2.weight] if isinstance(m, simda.SpatialAdapter) else [m.w_up]
@@ -137,9 +137,9 @@ def test_mixed_precision_autocast_trains_fp32_adapters():
             if isinstance(m, simda.TemporalAdapter):
                 m.w_up.normal_(std=0.02)
     sample, t, text = video_inputs(frames=3)
-    want = model(sample, t, text)
+    want = model(sample, t, text).sample
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = model(sample, t, text)
+        got = model(sample, t, text).sample
     assert got.dtype == torch.float32 or got.dtype == torch.bfloat16
     err = (got.float() - want).abs().max() / want.abs().max()
     assert 0 < err < 0.05, err
@@ -153,7 +153,7 @@ def test_mixed_precision_autocast_trains_fp32_adapters():
 def test_gradients_stay_out_of_the_frozen_model():
     model = simda.build_unet("tiny")
     sample, t, text = video_inputs(frames=2)
-    model(sample, t, text).mean().backward()
+    model(sample, t, text).sample.mean().backward()
     assert all(p.grad is None for p in model.unet.conv_in.parameters())
 
 
@@ -198,14 +198,14 @@ def test_forward_checks_its_inputs(sample, timestep, text, error, match):
     elif isinstance(text, torch.dtype):
         text = torch.randn(1, 5, 32, dtype=text)
     with pytest.raises(error, match=match):
-        model(torch.randn(sample), timestep, text)
+        model(torch.randn(sample), timestep, text).sample
 
 
 def test_forward_names_a_tensor_on_another_device():
     model = simda.build_unet("tiny")
     sample, text = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 5, 32)
     with pytest.raises(ValueError, match="encoder_hidden_states is on meta but the UNet's"):
-        model(sample, 10, text.to("meta"))
+        model(sample, 10, text.to("meta")).sample
     with pytest.raises(ValueError, match="sample is on meta but the UNet's weights are on cpu"):
         model(sample.to("meta"), 10, text)
 

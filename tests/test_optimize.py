@@ -34,13 +34,13 @@ def test_optimized_matches_unoptimized_and_restore_is_exact():
     state = copy.deepcopy(model.state_dict())
     classes = [type(m) for m in model.modules()]
     with torch.no_grad():
-        before = model(sample, t, text)
+        before = model(sample, t, text).sample
         assert simda.optimize(model, attention_backend="triton") is model
         assert backends(model) == {"attention": {"triton"}, "adapter": {"auto"}}
-        fused = model(sample, t, text)
+        fused = model(sample, t, text).sample
         torch.testing.assert_close(fused, before, rtol=1e-4, atol=1e-5)
         assert simda.restore(model) is model
-        after = model(sample, t, text)
+        after = model(sample, t, text).sample
     assert backends(model) == {"attention": {"reference"}, "adapter": {"reference"}}
     assert torch.equal(after, before)
     assert [type(m) for m in model.modules()] == classes
@@ -96,8 +96,9 @@ def test_layout_switch_keeps_the_optimization():
     simda.optimize(model, attention_backend="triton")
     model.set_lsa_layout("released")
     assert backends(model)["attention"] == {"triton"}
-    model.set_lsa_layout("self")  # plain attention: no LSA processor to hold the choice
-    assert backends(model)["attention"] == set()
+    model.set_lsa_layout("self")  # the choice lives in the video context, not the layers
+    assert backends(model)["attention"] == {"triton"}
+    assert model.context.attention_backend == "triton" and model.context.lsa_layout == "self"
     model.set_lsa_layout("paper")
     assert backends(model)["attention"] == {"triton"}
     simda.restore(model)

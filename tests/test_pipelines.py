@@ -17,7 +17,9 @@ from simda.pipelines.editing import inverted_latents
 
 @pytest.fixture(scope="module")
 def pipe():
-    return SimDAPipeline.from_preset("tiny", seed=0)
+    pipe = SimDAPipeline.from_preset("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def clip(frames=4, size=64, seed=0):
@@ -33,71 +35,80 @@ def perturb_adapters(model, seed=1):
 
 
 def test_text_to_video_shapes_and_determinism(pipe):
-    out = pipe(
+    kwargs = dict(num_frames=3, num_inference_steps=2)
+    out = pipe("a red circle moving right", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert out.frames.shape == (1, 3, 64, 64, 3) and out.frames.dtype == np.float32
+    assert 0 <= out.frames.min() and out.frames.max() <= 1
+    latents = pipe(
         "a red circle moving right",
-        num_frames=3,
-        num_inference_steps=2,
         generator=torch.Generator().manual_seed(0),
-        progress=False,
-    )
-    assert out.frames.shape == (1, 3, 64, 64, 3) and out.frames.dtype == np.uint8
-    assert out.latents.shape == (1, 4, 3, 8, 8)
-    again = pipe(
-        "a red circle moving right",
-        num_frames=3,
-        num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0),
-        progress=False,
-    )
+        output_type="latent",
+        **kwargs,
+    ).frames
+    assert latents.shape == (1, 4, 3, 8, 8)
+    again = pipe("a red circle moving right", generator=torch.Generator().manual_seed(0), **kwargs)
     assert np.array_equal(out.frames, again.frames)
 
 
 def test_size_must_fit_the_vae(pipe):
     with pytest.raises(SimDAError, match="multiples of 8 pixels"):
-        pipe("x", num_frames=2, height=60, width=64, num_inference_steps=1, progress=False)
+        pipe("x", num_frames=2, height=60, width=64, num_inference_steps=1)
     with pytest.raises(SimDAError, match="multiples of 8 pixels"):  # 0 is not "the default"
-        pipe("x", num_frames=2, height=0, num_inference_steps=1, progress=False)
+        pipe("x", num_frames=2, height=0, num_inference_steps=1)
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"prompt": []}, "non-empty list of strings"),
-        ({"negative_prompt": None}, "negative_prompt a string"),
+        ({"negative_prompt": 3}, "negative_prompt must be None, a string or a list of 1"),
+        ({"negative_prompt": ["a", "b"]}, "a list of 1 strings"),
         ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
         ({"num_inference_steps": 0}, "num_inference_steps must be an int in 1..1000"),
         ({"num_inference_steps": 2.0}, "num_inference_steps must be an int"),
         ({"latents": torch.randn(1, 4, 2, 4, 4)}, "latents must be a tensor of shape"),
-        ({"latents": torch.randn(2, 4, 2, 8, 8)}, "for 1 prompt"),
+        ({"latents": torch.randn(2, 4, 2, 8, 8)}, "for 1 video"),
+        ({"num_videos_per_prompt": 0}, "num_videos_per_prompt must be an int >= 1"),
+        ({"eta": -1.0}, "eta must be a finite number >= 0"),
+        ({"output_type": "uint8"}, "output_type must be one of"),
+        ({"generator": [torch.Generator()] * 2}, "a list of 1 .one per video."),
+        ({"decode_chunk_size": 0}, "decode_chunk_size must be an int >= 1"),
+        ({"callback_on_step_end": 3}, "callback_on_step_end must be callable"),
+        ({"callback_on_step_end_tensor_inputs": ["noise"]}, "must be among"),
+        ({"prompt_embeds": torch.randn(1, 16, 32)}, "exactly one of prompt and prompt_embeds"),
+        ({"cross_attention_kwargs": 1}, "cross_attention_kwargs must be a dict"),
     ],
 )
-def test_sampling_arguments_are_checked_before_sampling(pipe, kwargs, match):
-    args = {"prompt": "x", "num_frames": 2, "num_inference_steps": 1, "progress": False}
+def test_sampling_arguments_are_checked_before_sampling(pipe, kwargs, match, monkeypatch):
+    args = {"prompt": "x", "num_frames": 2, "num_inference_steps": 1}
+    monkeypatch.setattr(pipe, "embed_prompts", lambda *a: pytest.fail("work began"))
     with pytest.raises(SimDAError, match=match):
         pipe(**{**args, **kwargs})
 
 
 def test_inversion_steps_are_checked(pipe):
     with pytest.raises(SimDAError, match="num_inference_steps must be an int in 1..1000"):
-        pipe.invert(torch.randn(1, 4, 2, 8, 8), 0, progress=False)
+        pipe.invert(torch.randn(1, 4, 2, 8, 8), 0)
 
 
 def test_video_round_trip_through_the_vae(pipe):
     frames = clip()
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(0))
     assert latents.shape == (1, 4, 4, 8, 8)
-    decoded = pipe.decode_latents(latents, chunk=3)
-    assert decoded.shape == (1, *frames.shape)
+    decoded = pipe.decode_latents(latents, decode_chunk_size=3)
+    assert decoded.shape == (1, 3, *frames.shape[:3]) and decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, pipe.decode_latents(latents))  # chunks change nothing
 
 
 def test_save_and_load_pipeline(tmp_path, pipe):
     perturb_adapters(pipe.unet)
     pipe.save_pretrained(str(tmp_path / "model"))
     loaded = SimDAPipeline.from_pretrained(str(tmp_path / "model"))
-    kwargs = dict(num_frames=2, num_inference_steps=2, progress=False)
+    loaded.set_progress_bar_config(disable=True)
+    kwargs = dict(num_frames=2, num_inference_steps=2, output_type="latent")
     a = pipe("a blue square moving up", generator=torch.Generator().manual_seed(1), **kwargs)
     b = loaded("a blue square moving up", generator=torch.Generator().manual_seed(1), **kwargs)
-    torch.testing.assert_close(a.latents, b.latents)
+    assert torch.equal(a.frames, b.frames)
     assert all(
         f.endswith((".json", ".safetensors")) for _, _, files in os.walk(tmp_path) for f in files
     )
@@ -150,7 +161,7 @@ def test_adapter_files_refuse_integer_weights_and_folders(tmp_path):
     assert os.listdir(tmp_path) == []  # no stray temporary file either
     rounded = {k: v.round().to(torch.int8) for k, v in adapter_state_dict(model).items()}
     atomic_save(rounded, str(tmp_path / "int.safetensors"), {"format": FORMAT})
-    with pytest.raises(SimDAError, match="non-float adapter weights"):
+    with pytest.raises(SimDAError, match="hold non-float weights"):
         simda.load_adapters(model, str(tmp_path / "int.safetensors"))
 
 
@@ -190,6 +201,7 @@ def test_tuning_trains_only_the_adapters():
     pipe = SimDAPipeline.from_preset("tiny", seed=3)
     frozen = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "adapter" not in k}
     result = tune(pipe, clip(), "a red square moving right", steps=3, lr=1e-3, progress=False)
+    assert result.tuned_parameters == sum(p.numel() for p in pipe.unet.trainable_parameters())
     assert len(result.losses) == 3 and all(np.isfinite(result.losses))
     assert result.tuned_parameters == simda.count_parameters(pipe.unet)["trainable"]
     assert all(torch.equal(v, frozen[k]) for k, v in pipe.unet.state_dict().items() if k in frozen)
@@ -212,9 +224,10 @@ def test_edit_video_and_inversion_cache(tmp_path):
     assert result.edit.shape == frames.shape == result.reconstruction.shape
     assert len(os.listdir(cache)) == 1
     latents = pipe.encode_video(frames, generator=torch.Generator().manual_seed(0))
-    first = inverted_latents(pipe, latents, 3, cache, progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    first = inverted_latents(pipe, latents, 3, cache)
     assert len(os.listdir(cache)) == 1  # reused, not recomputed
-    torch.testing.assert_close(first, pipe.invert(latents, 3, progress=False))
+    torch.testing.assert_close(first, pipe.invert(latents, 3))
 
 
 @pytest.mark.parametrize("eps_scale", [0.0, 0.01])
@@ -223,13 +236,14 @@ def test_inversion_then_sampling_reconstructs(eps_scale):
     start: exactly when the noise prediction is zero, closely when it is small and smooth
     (a random UNet's large, erratic predictions would make any inversion drift)."""
     pipe = SimDAPipeline.from_preset("tiny", seed=5)
+    pipe.set_progress_bar_config(disable=True)
     with torch.no_grad():
         pipe.unet.unet.conv_out.weight.mul_(eps_scale)
         pipe.unet.unet.conv_out.bias.mul_(eps_scale)
     latents = pipe.encode_video(clip(frames=2), generator=torch.Generator().manual_seed(0))
-    noise = pipe.invert(latents, 20, prompt="", progress=False)
-    cond = pipe.encode_prompt([""])
-    back = pipe.denoise(noise, cond, None, 20, 1.0, progress=False)
+    noise = pipe.invert(latents, 20, prompt="")
+    cond = pipe.embed_prompts([""])
+    back = pipe.denoise(noise, cond, None, 20, 1.0)
     err = (back - latents).abs().mean() / latents.abs().mean()
     assert err < (1e-5 if eps_scale == 0 else 0.03), err
 
@@ -240,7 +254,9 @@ def test_superres_variant():
     assert conv.in_channels == 8 and conv.weight.requires_grad
     assert torch.count_nonzero(conv.weight[:, 4:]) == 0  # new inputs start at zero
     low = clip(frames=2, size=32)
-    out = upscale(pipe, low, "a red square", scale=2, num_inference_steps=2, progress=False)
+    pipe.set_progress_bar_config(disable=True)
+    out = upscale(pipe, low, "a red square", scale=2, num_inference_steps=2)
+    assert out.dtype == np.uint8
     assert out.shape == (2, 64, 64, 3)
     assert "unet.conv_in.weight" in simda.checkpoint.adapter_state_dict(pipe.unet)
 
@@ -249,21 +265,24 @@ def test_superres_scale_is_recorded_and_checked(tmp_path):
     pipe = make_superres(SimDAPipeline.from_preset("tiny", seed=6), scale=2)
     pipe.save_pretrained(str(tmp_path / "sr"))
     pipe = SimDAPipeline.from_pretrained(str(tmp_path / "sr"))
-    assert pipe.config["superres_scale"] == 2
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.superres_scale == 2 and pipe.unet.trainable_modules == ["conv_in"]
+    assert pipe.unet.unet.conv_in.weight.requires_grad
     low = clip(frames=1, size=16)
     with pytest.warns(UserWarning, match="trained to upscale by 2, not 4"):
-        upscale(pipe, low, "", scale=4, num_inference_steps=1, progress=False)
+        upscale(pipe, low, "", scale=4, num_inference_steps=1)
     for scale in (0, -2, 1.5, True):
         with pytest.raises(SimDAError, match="scale .* must be a positive integer"):
-            upscale(pipe, low, "", scale=scale, num_inference_steps=1, progress=False)
+            upscale(pipe, low, "", scale=scale, num_inference_steps=1)
 
 
 def test_upscale_checks_its_arguments_and_follows_the_model(tmp_path):
     pipe = make_superres(SimDAPipeline.from_preset("tiny", seed=6), scale=2)
+    pipe.set_progress_bar_config(disable=True)
     low = clip(frames=1, size=16)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the trained scale, no warning
-        out = upscale(pipe, low, "", num_inference_steps=1, progress=False)
+        out = upscale(pipe, low, "", num_inference_steps=1)
     assert out.shape == (1, 32, 32, 3)
     for kwargs, match in (
         (dict(guidance_scale=float("nan")), "guidance_scale must be a finite number"),
@@ -272,11 +291,11 @@ def test_upscale_checks_its_arguments_and_follows_the_model(tmp_path):
         (dict(low_frames=low[None]), r"got uint8 array of shape \(1, 1, 16, 16, 3\)"),
         (dict(prompt=None), "prompt must be a string"),
         (dict(num_inference_steps=0), "num_inference_steps must be an int"),
-        (dict(generator=3), "generator must be a torch.Generator"),
+        (dict(generator=3), "generator must be None, a torch.Generator"),
     ):
         args = {"low_frames": low, "prompt": "", "num_inference_steps": 1, **kwargs}
         with pytest.raises(SimDAError, match=match):
-            upscale(pipe, args.pop("low_frames"), args.pop("prompt"), progress=False, **args)
+            upscale(pipe, args.pop("low_frames"), args.pop("prompt"), **args)
     for scale in (0, 1, 2.7, "x", True):
         with pytest.raises(SimDAError, match="scale must be an int >= 2"):
             make_superres(SimDAPipeline.from_preset("tiny"), scale)
@@ -286,18 +305,18 @@ def test_sampling_argument_types_are_named(pipe):
     for kwargs, match in (
         (dict(num_frames=2.0), "num_frames must be an int, got 2.0"),
         (dict(num_frames="2"), "num_frames must be an int, got '2'"),
-        (dict(num_frames=None), "num_frames must be an int, got None"),
+        (dict(num_frames=0), "num_frames must be >= 1, got 0"),
         (dict(num_frames=True), "num_frames must be an int, got True"),
         (dict(height="16"), "height must be an int, got '16'"),
-        (dict(generator=3), "generator must be a torch.Generator"),
+        (dict(generator=3), "generator must be None, a torch.Generator"),
     ):
         with pytest.raises(SimDAError, match=match):
-            pipe("a", **{"num_frames": 1, "num_inference_steps": 1, "progress": False, **kwargs})
+            pipe("a", **{"num_frames": 1, "num_inference_steps": 1, **kwargs})
     latents = torch.randn(1, 4, 2, 8, 8)
     with pytest.raises(SimDAError, match="latents must be a \\(B, C, F, h, w\\) tensor"):
-        pipe.invert(None, 2, progress=False)
+        pipe.invert(None, 2)
     with pytest.raises(SimDAError, match="prompt must be a string, got list \\['a', 'b'\\]"):
-        pipe.invert(latents, 2, prompt=["a", "b"], progress=False)
+        pipe.invert(latents, 2, prompt=["a", "b"])
     with pytest.raises(SimDAError, match="latents must be a \\(B, C, F, h, w\\) tensor"):
         pipe.decode_latents(latents[:, :, 0])
 
@@ -341,10 +360,10 @@ def test_adapter_files_and_counts_take_a_pipeline_and_either_unet(tmp_path, pipe
 
 
 def test_wrong_argument_types_are_named(tmp_path, pipe):
-    with pytest.raises(SimDAError, match="prompt must be a string or a non-empty list"):
-        pipe(None, num_frames=1, num_inference_steps=1, progress=False)
-    with pytest.raises(SimDAError, match="dtype must be a torch.dtype .* got 'fp16'"):
-        SimDAPipeline.from_preset("tiny", dtype="fp16")
+    with pytest.raises(SimDAError, match="give exactly one of prompt and prompt_embeds"):
+        pipe(None, num_frames=1, num_inference_steps=1)
+    with pytest.raises(SimDAError, match="'fp16' is neither a device nor a torch.dtype"):
+        pipe.to("fp16")
     run = tmp_path / "run"  # a training output folder, given as --model
     run.mkdir()
     simda.save_adapters(pipe.unet, str(run / "adapters.safetensors"))
@@ -382,11 +401,13 @@ def test_missing_model_folders(tmp_path):
         SimDAPipeline.from_pretrained(str(tmp_path))
 
 
-def test_a_saved_pipeline_without_its_adapters_is_refused(tmp_path, pipe):
+def test_a_saved_pipeline_without_its_weights_is_refused(tmp_path, pipe):
     pipe.save_pretrained(str(tmp_path / "m"))
-    os.remove(tmp_path / "m" / "adapters.safetensors")
-    with pytest.raises(SimDAError, match="adapters.safetensors is missing"):
+    os.remove(tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(SimDAError, match="unet/ has no .safetensors weights"):
         SimDAPipeline.from_pretrained(str(tmp_path / "m"))
+    with pytest.raises(SimDAError, match="safetensors weights only"):
+        SimDAPipeline.from_pretrained(str(tmp_path / "m"), use_safetensors=False)
 
 
 def test_read_video_counts_must_be_positive(tmp_path):
@@ -440,9 +461,9 @@ def test_adapters_loaded_into_another_setup_warn(tmp_path):
 
 def test_sampling_and_inversion_build_no_autograd_graph(pipe):
     assert any(p.requires_grad for p in pipe.unet.parameters())  # the adapters train
-    latents, cond = torch.randn(1, 4, 2, 8, 8), pipe.encode_prompt(["x"])
-    assert not pipe.denoise(latents, cond, None, 1, 1.0, progress=False).requires_grad
-    assert not pipe.invert(latents, 1, progress=False).requires_grad
+    latents, cond = torch.randn(1, 4, 2, 8, 8), pipe.embed_prompts(["x"])
+    assert not pipe.denoise(latents, cond, None, 1, 1.0).requires_grad
+    assert not pipe.invert(latents, 1).requires_grad
 
 
 def test_tuning_refuses_fp16_weights():

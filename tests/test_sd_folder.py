@@ -1,66 +1,53 @@
-"""Loading a diffusers SD-1.x folder (CLIP tokenizer and text encoder, safetensors weights):
-a miniature written in exactly that layout, since no real one can be downloaded here."""
+"""Loading a user's diffusers SD-1.x folder (CLIP tokenizer and text encoder, safetensors
+weights): miniatures written in exactly that layout, since no real one can be downloaded here.
+``sd_pipe`` / ``sd_folder`` are a ``StableDiffusionPipeline`` and its ``save_pretrained``
+folder; ``bare_folder`` holds the same parts under a model_index.json that lists none."""
 
 import json
+import shutil
 
+import diffusers
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import PNDMScheduler
 
+from simda.errors import SimDAError
 from simda.pipelines import SimDAPipeline
-from simda.pipelines.t2v import SD_SCHEDULER, TINY_VAE
-from simda.presets import unet2d_config
-
-transformers = pytest.importorskip("transformers")
+from simda.unet import SimDAUNet
 
 
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
+def sd_pipe(tmp_path_factory, sd_pipeline_factory):
+    return sd_pipeline_factory(tmp_path_factory.mktemp("clip"))
+
+
+@pytest.fixture(scope="module")
+def sd_folder(sd_pipe, tmp_path_factory):
     root = tmp_path_factory.mktemp("sd15-mini")
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for token in letters + [f"{c}</w>" for c in letters]:
-        vocab[token] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=16
-    )
-    tokenizer.save_pretrained(str(root / "tokenizer"))
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    text.save_pretrained(str(root / "text_encoder"), safe_serialization=True)
-    UNet2DConditionModel(**unet2d_config("tiny")).save_pretrained(
-        str(root / "unet"), safe_serialization=True
-    )
-    AutoencoderKL(**TINY_VAE).save_pretrained(str(root / "vae"), safe_serialization=True)
-    DDIMScheduler(**SD_SCHEDULER).save_pretrained(str(root / "scheduler"))
+    sd_pipe.save_pretrained(str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bare_folder(sd_folder, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bare") / "sd"
+    shutil.copytree(sd_folder, root)
     (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return root
 
 
-def test_loads_and_generates(sd_folder):
-    pipe = SimDAPipeline.from_pretrained(str(sd_folder))
+def sample(pipe, **kwargs):
+    pipe.set_progress_bar_config(disable=True)
+    args = dict(num_frames=2, num_inference_steps=2, output_type="latent")
+    return pipe("a cat", generator=torch.Generator().manual_seed(0), **{**args, **kwargs}).frames
+
+
+@pytest.mark.parametrize("which", ["sd_folder", "bare_folder"])
+def test_loads_and_generates(which, request):
+    pipe = SimDAPipeline.from_pretrained(str(request.getfixturevalue(which)))
     assert type(pipe.tokenizer).__name__.startswith("CLIPTokenizer")
-    out = pipe(
-        "a cat",
-        num_frames=2,
-        num_inference_steps=2,
-        progress=False,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert out.frames.shape == (1, 2, 64, 64, 3)
+    assert isinstance(pipe.unet, SimDAUNet)
+    assert sample(pipe, output_type="np").shape == (1, 2, 64, 64, 3)
     assert all(not p.requires_grad for n, p in pipe.unet.named_parameters() if "adapter" not in n)
 
 
@@ -69,4 +56,86 @@ def test_save_and_reload_keeps_clip(sd_folder, tmp_path):
     pipe.save_pretrained(str(tmp_path / "copy"))
     again = SimDAPipeline.from_pretrained(str(tmp_path / "copy"))
     ids = ["a cat", "a dog"]
-    torch.testing.assert_close(again.encode_prompt(ids), pipe.encode_prompt(ids))
+    torch.testing.assert_close(again.embed_prompts(ids), pipe.embed_prompts(ids))
+    assert torch.equal(sample(again), sample(pipe))
+
+
+def test_diffusion_pipeline_loads_a_simda_folder(sd_folder, tmp_path):
+    SimDAPipeline.from_pretrained(str(sd_folder)).save_pretrained(str(tmp_path / "simda"))
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(tmp_path / "simda"))
+    assert type(pipe) is SimDAPipeline and isinstance(pipe.unet, SimDAUNet)
+    assert sample(pipe).shape == (1, 4, 2, 8, 8)
+
+
+def test_the_folders_scheduler_is_the_pipelines(sd_folder, tmp_path):
+    """A folder whose scheduler is PNDM samples with PNDM, not a silent DDIM."""
+    pndm = tmp_path / "pndm"
+    shutil.copytree(sd_folder, pndm)
+    scheduler = PNDMScheduler.from_config(
+        PNDMScheduler.load_config(str(sd_folder), subfolder="scheduler"), skip_prk_steps=True
+    )
+    scheduler.save_pretrained(str(pndm / "scheduler"))
+    index = json.loads((pndm / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "PNDMScheduler"]
+    (pndm / "model_index.json").write_text(json.dumps(index))
+    assert isinstance(SimDAPipeline.from_pretrained(str(pndm)).scheduler, PNDMScheduler)
+    (pndm / "model_index.json").write_text(json.dumps({}))  # no index: the config says it
+    assert isinstance(SimDAPipeline.from_pretrained(str(pndm)).scheduler, PNDMScheduler)
+
+
+def test_from_pipe_leaves_the_sd_pipeline_working_and_shares_its_weights(sd_pipe):
+    sd_pipe.set_progress_bar_config(disable=True)
+
+    def image():
+        return sd_pipe(
+            "a cat",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+
+    before = image()
+    state = {k: v.clone() for k, v in sd_pipe.unet.state_dict().items()}
+    grads = {n: p.requires_grad for n, p in sd_pipe.unet.named_parameters()}
+    processors = dict(sd_pipe.unet.attn_processors)
+    pipe = SimDAPipeline.from_pipe(sd_pipe)
+    assert isinstance(pipe.unet, SimDAUNet) and pipe.unet.unet is not sd_pipe.unet
+    assert sample(pipe, output_type="np").shape == (1, 2, 64, 64, 3)
+    # the SD pipeline is as it was: its UNet, weights, flags, processors and output
+    assert type(sd_pipe.unet) is diffusers.UNet2DConditionModel
+    assert all(torch.equal(v, state[k]) for k, v in sd_pipe.unet.state_dict().items())
+    assert {n: p.requires_grad for n, p in sd_pipe.unet.named_parameters()} == grads
+    assert sd_pipe.unet.attn_processors == processors
+    assert not any("adapter" in n for n, _ in sd_pipe.unet.named_modules())
+    torch.testing.assert_close(image(), before, rtol=0, atol=0)
+    # one copy of the image weights in memory: the same storage
+    theirs = dict(sd_pipe.unet.named_parameters())
+    ours = dict(pipe.unet.unet.named_parameters())
+    assert all(ours[n].data_ptr() == p.data_ptr() for n, p in theirs.items())
+    assert pipe.text_encoder is sd_pipe.text_encoder and pipe.vae is sd_pipe.vae
+
+
+def test_a_missing_folder_is_named():
+    with pytest.raises(SimDAError, match="does not exist .simda loads local folders only"):
+        SimDAPipeline.from_pretrained("runwayml/stable-diffusion-v1-5")
+
+
+def test_the_adapters_argument_takes_a_model_a_folder_or_a_file(sd_folder, tmp_path):
+    from simda.checkpoint import SimDAAdapters, adapter_state_dict
+
+    trained = SimDAPipeline.from_pretrained(str(sd_folder))
+    with torch.no_grad():
+        for p in trained.unet.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    want = adapter_state_dict(trained.unet)
+    trained.save_adapters(str(tmp_path / "folder"))
+    adapters = SimDAAdapters.from_pretrained(str(tmp_path / "folder"))
+    from simda.checkpoint import save_adapters
+
+    save_adapters(trained.unet, str(tmp_path / "file.safetensors"))
+    for given in (adapters, str(tmp_path / "folder"), str(tmp_path / "file.safetensors")):
+        pipe = SimDAPipeline.from_pretrained(str(sd_folder), adapters=given)
+        got = adapter_state_dict(pipe.unet)
+        assert all(torch.equal(got[k], want[k]) for k in want)

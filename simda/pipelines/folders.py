@@ -1,5 +1,7 @@
-"""Model folders on disk: the checks that name what is wrong with one, and the reader of the
-folders simda 0.1 wrote in its own layout (before ``SimDAPipeline`` was a diffusers pipeline)."""
+"""Model folders on disk: the checks that name what is wrong with one, and the reader of
+folders whose model_index.json does not list their components (diffusers reads the others): an
+SD-1.x folder with a bare or no model_index.json, and the folders simda 0.1 wrote in its own
+layout (before ``SimDAPipeline`` was a diffusers pipeline)."""
 
 from __future__ import annotations
 
@@ -75,10 +77,17 @@ def _class_name(path: str, part: str, name: str = "config.json") -> str | None:
         return None
 
 
-def load_legacy(cls, path: str, index: dict, *, adapters=None, **kwargs):
-    """A pipeline of ``cls`` from a folder of simda 0.1's layout: an image UNet without
-    adapters, ``adapters.safetensors``, the tiny text stack in its own files, and the settings
-    in model_index.json. ``save_pretrained`` writes it in the current layout."""
+def lists_components(index: dict) -> bool:
+    """Whether model_index.json names the class of every component (diffusers can load it)."""
+    return all(isinstance(index.get(part), list) for part in SD_PARTS)
+
+
+def load_parts(cls, path: str, index: dict, *, adapters=None, **kwargs):
+    """A pipeline of ``cls`` from a folder whose model_index.json does not list its components:
+    each part is read by the class its own config names. A folder of simda 0.1's layout (its
+    index has ``format: simda-pipeline-1``) also holds ``adapters.safetensors``, the tiny text
+    stack in its own files and the recommended settings; ``save_pretrained`` writes any of them
+    in the current layout."""
     try:
         unet2d = UNet2DConditionModel.from_pretrained(
             path, subfolder="unet", use_safetensors=True, low_cpu_mem_usage=False
@@ -118,12 +127,13 @@ def load_legacy(cls, path: str, index: dict, *, adapters=None, **kwargs):
     if index.get("superres"):
         unet.train_module("conv_in")
     own = os.path.join(path, "adapters.safetensors")
-    if not os.path.isfile(own):
-        raise SimDAError(
-            f"model folder {path!r} was saved by simda but its adapters.safetensors is "
-            "missing (its adapters would start untrained)"
-        )
-    load_adapters(unet, own)
+    if index.get("format") == LEGACY_FORMAT:
+        if not os.path.isfile(own):
+            raise SimDAError(
+                f"model folder {path!r} was saved by simda but its adapters.safetensors is "
+                "missing (its adapters would start untrained)"
+            )
+        load_adapters(unet, own)
     pipe = cls(
         vae,
         text_encoder,

@@ -31,7 +31,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from simda.checkpoint import SimDAAdapters, load_adapters
 from simda.errors import SimDAError
-from simda.pipelines.folders import LEGACY_FORMAT, check_model_folder, load_legacy
+from simda.pipelines.folders import check_model_folder, lists_components, load_parts
 from simda.pipelines.pixel import SpaceToDepthAutoencoder
 from simda.pipelines.text import TinyTextEncoder, WordTokenizer, tokenize
 from simda.presets import unet2d_config
@@ -136,12 +136,12 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         tokenizer, scheduler; safetensors weights) or one written by ``save_pretrained``.
         Takes diffusers' arguments (``torch_dtype``, ``variant``, ...) and ``adapters``. The
         folder's scheduler is the pipeline's (swap it with ``Scheduler.from_config``)."""
+        if kwargs.pop("use_safetensors", True) is False:
+            raise SimDAError("simda loads safetensors weights only (use_safetensors=False)")
         path = os.fspath(pretrained_model_name_or_path)
         index = check_model_folder(path)
-        if kwargs.get("use_safetensors") is False:
-            raise SimDAError("simda loads safetensors weights only (use_safetensors=False)")
-        if index.get("format") == LEGACY_FORMAT:
-            return load_legacy(cls, path, index, **kwargs)
+        if not lists_components(index):
+            return load_parts(cls, path, index, **kwargs)
         try:
             return super().from_pretrained(path, use_safetensors=True, **kwargs)
         except (OSError, ValueError, TypeError) as exc:
