@@ -1,5 +1,6 @@
 """Adapter training on a folder of clips: data, checkpoints, exact resume."""
 
+import json
 import os
 
 import numpy as np
@@ -89,21 +90,24 @@ def test_resume_refuses_other_settings_and_steps_it_has_done(data_dir, tmp_path)
         (dict(frames=2), "frames 3 there, 2 now"),
         (dict(size=(64, 32)), r"size \[64, 64\] there, \[64, 32\] now"),
         (dict(superres_scale=2), r"superres_scale=2 .* make_superres\(pipe, 2\)"),
-        (dict(steps=1), r"at step 2, beyond steps=1: pass steps >= 2 \(--steps\)"),
+        (dict(steps=1), r"at step 2, and steps=1 leaves nothing to train: pass steps > 2"),
+        (dict(steps=2), r"at step 2, and steps=2 leaves nothing to train: pass steps > 2"),
     ]
     for change, message in refused:
         with pytest.raises(SimDAError, match=message):
             run(data_dir, out, **{"steps": 4, **change}, resume=True)
-    assert files(out) == written  # nothing was written
-    # the same steps again (a run killed after its last checkpoint, or retried): nothing
-    # trains, the final adapters are written from the checkpoint
-    final = read_safetensors(str(out / "adapters.safetensors"))
-    os.remove(out / "adapters.safetensors")
-    _, state = run(data_dir, out, 2, resume=True)
-    assert state.step == 2 and files(out / "checkpoint") == written["checkpoint"]
-    again = read_safetensors(str(out / "adapters.safetensors"))
-    assert again[1] == final[1] and again[0].keys() == final[0].keys()
-    assert all(torch.equal(again[0][k], final[0][k]) for k in final[0])
+    assert files(out) == written  # nothing was written: a finished run is not run again
+
+
+def test_the_loss_log_holds_a_line_every_log_every_steps(data_dir, tmp_path):
+    _, state = run(data_dir, tmp_path / "log", 5, log_every=2, checkpoint_every=10)
+    lines = [
+        json.loads(line) for line in (tmp_path / "log" / "losses.jsonl").read_text().splitlines()
+    ]
+    assert [line["step"] for line in lines] == [2, 4, 5]  # and the last step, before its save
+    want = [np.mean(state.losses[a:b]) for a, b in ((0, 2), (2, 4), (4, 5))]
+    assert [line["loss"] for line in lines] == pytest.approx(want)
+    assert all(line["seconds_per_step"] > 0 for line in lines)
 
 
 def test_resume_without_checkpoint(data_dir, tmp_path):
@@ -149,10 +153,10 @@ def test_a_checkpoint_is_never_overwritten_or_half_loaded(data_dir, tmp_path):
     (out / "checkpoint" / "state.json").write_text('{"state": {"step": 2, "colour": 1}}')
     pipe = SimDAPipeline.from_preset("tiny", seed=3)
     before = {k: v.clone() for k, v in adapter_state_dict(pipe.unet).items()}
-    from simda.pipelines.editing import trainable_parameters
+    from simda.pipelines.tuning import trainable_parameters
     from simda.pipelines.training import load_checkpoint
 
-    optimizer = torch.optim.AdamW(trainable_parameters(pipe.unet))
+    optimizer = torch.optim.AdamW(trainable_parameters(pipe))
 
     with pytest.raises(SimDAError, match="not a simda training state"):
         load_checkpoint(str(out / "checkpoint"), pipe.unet, optimizer)
@@ -164,7 +168,7 @@ def test_fp16_loss_scaling_is_checkpointed_and_resumed(data_dir, tmp_path, monke
     """fp16 autocast on a GPU trains through a GradScaler; its state is part of the
     checkpoint, so a resumed run continues with the same scale. (Loss scaling is off on CPU;
     here it is switched on to run its code path.)"""
-    from simda.pipelines import editing, training
+    from simda.pipelines import training, tuning
 
     def enabled_scaler(pipe, mixed_precision):
         return torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
@@ -177,7 +181,7 @@ def test_fp16_loss_scaling_is_checkpointed_and_resumed(data_dir, tmp_path, monke
     assert resumed_state.grad_scaler == whole_state.grad_scaler
     a, b = adapter_state_dict(whole.unet), adapter_state_dict(resumed.unet)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not editing.grad_scaler(whole, "fp16").is_enabled()  # CPU: off
+    assert not tuning.grad_scaler(whole, "fp16").is_enabled()  # CPU: off
 
 
 @pytest.mark.parametrize(
@@ -244,8 +248,8 @@ def test_a_crash_during_a_save_resumes_the_last_complete_checkpoint(
     out = tmp_path / "run"
     run(data_dir, out, 2)
     step2 = files(out / "checkpoint")
-    replace, rmtree = os.replace, training.shutil.rmtree
-    atomic_save, fsync = training.atomic_save, training._fsync
+    replace, rmtree = os.replace, checkpoint.shutil.rmtree
+    atomic_save, fsync = training.atomic_save, checkpoint.fsync
     saves = []
 
     def crashing_save(*args, **kwargs):
@@ -276,9 +280,9 @@ def test_a_crash_during_a_save_resumes_the_last_complete_checkpoint(
     with monkeypatch.context() as m:
         m.setattr(training, "atomic_save", crashing_save)  # the optimizer's file
         m.setattr(checkpoint, "atomic_save", crashing_save)  # save_adapters'
-        m.setattr(training, "_fsync", crashing_fsync)
+        m.setattr(checkpoint, "fsync", crashing_fsync)
         m.setattr(os, "replace", crashing_replace)
-        m.setattr(training.shutil, "rmtree", crashing_rmtree)
+        m.setattr(checkpoint.shutil, "rmtree", crashing_rmtree)
         with pytest.raises(Crash):
             run(data_dir, out, 4, resume=True)  # crashes in its step-4 save
     # a killed save also leaves its own folder: never read, removed by the next save
@@ -304,7 +308,13 @@ def test_a_crash_during_a_save_resumes_the_last_complete_checkpoint(
     assert state.losses == six_steps[1]
     after = adapter_state_dict(resumed.unet)
     assert all(torch.equal(after[k], six_steps[0][k]) for k in six_steps[0])
-    assert sorted(os.listdir(out)) == ["adapters.safetensors", "checkpoint"]
+    assert sorted(os.listdir(out)) == ["adapters.safetensors", "checkpoint", "losses.jsonl"]
+    # the loss log counts each step once: lines written after the checkpoint resumed from,
+    # before the crash, are dropped and written again
+    lines = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4, 6]
+    want = [np.mean(six_steps[1][i : i + 2]) for i in (0, 2, 4)]
+    assert [line["loss"] for line in lines] == pytest.approx(want)
 
 
 def test_a_checkpoint_mixed_from_two_saves_is_refused_and_old_ones_still_load(data_dir, tmp_path):
@@ -314,7 +324,7 @@ def test_a_checkpoint_mixed_from_two_saves_is_refused_and_old_ones_still_load(da
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from simda.pipelines.editing import trainable_parameters
+    from simda.pipelines.tuning import trainable_parameters
     from simda.pipelines.training import load_checkpoint
 
     out = tmp_path / "run"
@@ -327,7 +337,7 @@ def test_a_checkpoint_mixed_from_two_saves_is_refused_and_old_ones_still_load(da
         shutil.copy(tmp_path / "step2" / name, mixed / name)  # one file of the step-2 save
         pipe = SimDAPipeline.from_preset("tiny", seed=0)
         before = {k: v.clone() for k, v in adapter_state_dict(pipe.unet).items()}
-        optimizer = torch.optim.AdamW(trainable_parameters(pipe.unet))
+        optimizer = torch.optim.AdamW(trainable_parameters(pipe))
         with pytest.raises(SimDAError, match=f"come from different saves.*{name} at step 2"):
             load_checkpoint(str(mixed), pipe.unet, optimizer)
         after = adapter_state_dict(pipe.unet)
@@ -421,6 +431,6 @@ def test_superres_training_needs_the_superres_variant_and_records_its_scale(data
     with pytest.raises(SimDAError, match="super-resolution variant .*superres_scale"):
         train(pipe, dataset, str(tmp_path / "b"), plain, progress=False)
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
-    assert "superres_scale" not in pipe.config
+    assert pipe.config.superres_scale is None
     train(pipe, dataset, str(tmp_path / "c"), sr, progress=False)
-    assert pipe.config["superres_scale"] == 2
+    assert pipe.config.superres_scale == 2
