@@ -176,6 +176,8 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
                 tokenizer.vocab_size, config["cross_attention_dim"], tokenizer.model_max_length
             )
             vae = AutoencoderKL(**TINY_VAE)
+        for module in (text_encoder, vae):
+            module.requires_grad_(False)  # frozen, as the image UNet (inflate froze it)
         for module in (unet, text_encoder, vae):
             module.eval()
         return cls(vae, text_encoder, tokenizer, unet, DDIMScheduler(**SD_SCHEDULER))

@@ -50,6 +50,7 @@ class WordTokenizer(PreTrainedTokenizer):
     def __init__(
         self,
         vocab_file: str | None = None,
+        *,
         vocab_size: int = 4096,
         max_length: int = 16,
         vocab: list[str] | None = None,

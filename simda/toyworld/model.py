@@ -82,6 +82,7 @@ def build_pipeline(seed: int = 0) -> SimDAPipeline:
         with torch.no_grad():
             text.token.weight.normal_()  # fixed: never trained
             text.position.normal_(0.0, 0.3)
+        text.requires_grad_(False)
         unet = SimDAUNet.from_unet2d(UNet2DConditionModel(**config))
     for module in (unet, text):
         module.eval()
