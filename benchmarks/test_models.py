@@ -61,7 +61,7 @@ def test_unet_step(benchmark, arch):
     with torch.no_grad():
         run_benchmark(
             benchmark,
-            lambda: m(x, 500, cond),
+            lambda: m(x, 500, cond).sample,
             measure="unet_step",
             shape=f"{b}x{f}x{h}x{w}",
             **info(arch, m),
@@ -80,7 +80,7 @@ def test_sampling(benchmark, arch):
         sched.set_timesteps(SHAPES.sampling_steps, device=DEVICE)
         x = torch.randn(1, 4, f, h, w, device=DEVICE, dtype=DTYPE)
         for t in sched.timesteps:
-            eps_u, eps_c = m(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
+            eps_u, eps_c = m(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample.chunk(2)
             x = sched.step(eps_u + 7.5 * (eps_c - eps_u), t, x).prev_sample
         frames = x[0].transpose(0, 1) / vae.config.scaling_factor
         return torch.cat([vae.decode(frames[i : i + 8]).sample for i in range(0, f, 8)])
@@ -116,7 +116,7 @@ def test_edit_train_step(benchmark, arch, checkpointing):
     def step():
         for p in params:
             p.grad = None
-        m(x, 500, cond).float().square().mean().backward()
+        m(x, 500, cond).sample.float().square().mean().backward()
 
     try:
         run_benchmark(

@@ -17,6 +17,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MODEL_LSA_LAYOUTS": "simda.unet",
     "PRESETS": "simda.presets",
+    "SCHEDULERS": "simda.schedulers",
+    "SimDAAdapters": "simda.checkpoint",
+    "SimDAPipeline": "simda.pipelines.t2v",
     "SimDAUNet": "simda.unet",
     "SpatialAdapter": "simda.adapters",
     "TemporalAdapter": "simda.adapters",
@@ -25,6 +28,7 @@ _EXPORTS = {
     "count_parameters": "simda.unet",
     "inflate": "simda.unet",
     "load_adapters": "simda.checkpoint",
+    "make_scheduler": "simda.schedulers",
     "optimize": "simda.optimization",
     "restore": "simda.optimization",
     "save_adapters": "simda.checkpoint",
@@ -32,6 +36,9 @@ _EXPORTS = {
 __all__ = [  # the keys of _EXPORTS (a test checks), spelled out for static analysers
     "MODEL_LSA_LAYOUTS",
     "PRESETS",
+    "SCHEDULERS",
+    "SimDAAdapters",
+    "SimDAPipeline",
     "SimDAUNet",
     "SpatialAdapter",
     "TemporalAdapter",
@@ -40,6 +47,7 @@ __all__ = [  # the keys of _EXPORTS (a test checks), spelled out for static anal
     "count_parameters",
     "inflate",
     "load_adapters",
+    "make_scheduler",
     "optimize",
     "restore",
     "save_adapters",
@@ -52,12 +60,12 @@ _SUBMODULES = (
     "attention",
     "checkpoint",
     "cli",
-    "demo",
     "env",
     "errors",
     "optimization",
     "pipelines",
     "presets",
+    "schedulers",
     "toyworld",
     "unet",
     "video",
@@ -81,7 +89,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from simda.adapters import SpatialAdapter, TemporalAdapter
-    from simda.checkpoint import load_adapters, save_adapters
+    from simda.checkpoint import SimDAAdapters, load_adapters, save_adapters
     from simda.optimization import optimize, restore
+    from simda.pipelines import SimDAPipeline
     from simda.presets import PRESETS, build_unet
+    from simda.schedulers import SCHEDULERS, make_scheduler
     from simda.unet import MODEL_LSA_LAYOUTS, SimDAUNet, VideoUNet, count_parameters, inflate

@@ -8,13 +8,13 @@ import torch
 from diffusers import UNet2DConditionModel
 
 import simda
-from benchmarks import report
 from benchmarks.baselines import (
     LVDM_TEMPORAL_PARAMETERS,
     TAV_TUNED_PARAMETERS,
     build_lvdm,
     build_tav,
 )
+from simda.cli import bench as report
 from simda.optimization import backends
 from simda.presets import unet2d_config
 

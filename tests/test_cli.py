@@ -20,15 +20,9 @@ def clip_file(tmp_path):
     return write_video(str(tmp_path / "clip.gif"), frames)
 
 
-def default_size() -> int:
-    """Frame size of the built-in model: the shipped toy-world model (32) or the random tiny
-    model (64) in a checkout without it."""
-    from simda.cli import default_pipeline
-
-    return default_pipeline(torch.device("cpu"), torch.float32).default_size
-
-
-SIZE = default_size()
+#: frame size of the built-in model: the shipped toy-world model (32) or the random tiny model
+#: (64) in a checkout without it
+SIZE = 32 if toyworld.shipped_folder() else 64
 
 
 def outputs(folder, name):
@@ -63,7 +57,8 @@ def test_generate_writes_mp4_gif_json(tmp_path, capsys):
     assert_video(gif, 3, (SIZE, SIZE))
     settings = json.load(open(meta))
     assert settings["prompt"] == "a red circle moving right" and settings["seed"] == 3
-    assert settings["device"] == "cpu" and settings["size"] == SIZE  # the values used
+    assert settings["device"] == "cpu"  # the values used
+    assert settings["height"] == settings["width"] == SIZE
     assert mp4 in capsys.readouterr().out
     from PIL import Image
 
@@ -218,11 +213,11 @@ def test_demo_help_states_the_edit_guidance(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert f"default: {toyworld.EDIT_GUIDANCE:g} for a toy-world model" in text
+    assert f"{toyworld.EDIT_GUIDANCE:g} for the toy world, else 12.5" in text
 
 
 def test_edit_fidelity_counts_frames_and_measures_the_offset():
-    from simda.demo import edit_fidelity
+    from simda.toyworld import edit_fidelity
 
     source = toyworld.render("red", "square", "right", rng=np.random.default_rng(0))
     blue = source.copy()
@@ -257,8 +252,7 @@ def test_reader_errors_are_one_line():
     [
         (["generate", "x", "--model", "/no/such/folder"], "does not exist"),
         (["generate", "x", "--size", "30", "--steps", "1"], "positive multiples of"),
-        (["generate", "x", "--frames", "0"], "num_frames must be >= 1"),
-        (["generate", "x", "--steps", "0"], "num_inference_steps must be an int in 1..1000"),
+        (["generate", "x", "--steps", "1001"], "num_inference_steps must be an int in 1..1000"),
         (["generate", "x", "--dtype", "fp16", "--device", "cpu"], "fp16 needs --device cuda"),
         (["edit", "/no/such.mp4", "--prompt", "a", "--edit", "b"], "does not exist"),
         (["train", "--data", "/no/such/dir"], "neither a folder nor a .csv"),
@@ -381,8 +375,9 @@ def test_public_names_load_on_first_use():
         "          if hasattr(getattr(simda, n), '__module__')))\n"
         "print(set(simda.__all__) <= set(dir(simda)))\n"
         "import os\n"
-        "here = sorted(f[:-3] for f in os.listdir(os.path.dirname(simda.__file__))\n"
-        "              if f.endswith('.py') and f != '__init__.py') + ['pipelines']\n"
+        "root = os.path.dirname(simda.__file__)\n"
+        "here = [f[:-3] for f in os.listdir(root) if f.endswith('.py') and f != '__init__.py']\n"
+        "here += [d for d in os.listdir(root) if os.path.isfile(f'{root}/{d}/__init__.py')]\n"
         "print(sorted(here) == sorted(simda._SUBMODULES), simda.toyworld.CAPTIONS[0])\n"
         "ns = {}\n"
         "exec('from simda import *', ns)\n"
@@ -406,26 +401,27 @@ def test_public_names_load_on_first_use():
 
 
 def test_edit_defaults_and_its_help(capsys):
-    """50 DDIM steps (released); guidance from the model: the toy world's own, else the
-    released 12.5 (toyworld.edit_guidance), as the help says."""
+    """50 DDIM steps (released); guidance from the model: its recommended edit guidance (the
+    toy world's 4.5), else the released 12.5 (editing.edit_guidance), as the help says."""
     from simda.cli import build_parser
     from simda.pipelines import SimDAPipeline, editing
 
     args = build_parser().parse_args(["edit", "clip.mp4", "--prompt", "a", "--edit", "b"])
     assert (args.steps, args.guidance) == (50, None)
-    assert toyworld.edit_guidance(SimDAPipeline.from_preset("tiny")) == editing.RELEASED_GUIDANCE
+    assert editing.edit_guidance(SimDAPipeline.from_preset("tiny")) == editing.RELEASED_GUIDANCE
+    assert editing.edit_guidance(toyworld.build_pipeline()) == toyworld.EDIT_GUIDANCE
     with pytest.raises(SystemExit):
         main(["edit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert (
-        f"(default: {toyworld.EDIT_GUIDANCE:g} for a toy-world model, else "
-        f"{editing.RELEASED_GUIDANCE:g}, the released editing setting)" in text
+        f"(default: the model's recommended edit guidance ({toyworld.EDIT_GUIDANCE:g} for the "
+        f"toy world), else {editing.RELEASED_GUIDANCE:g}, the released editing setting)" in text
     )
     assert "7.5" not in text
 
 
 def test_bench_passes_its_arguments_to_the_report(monkeypatch, tmp_path):
-    from benchmarks import report
+    from simda.cli import bench as report
 
     seen = []
     monkeypatch.setattr(report, "main", lambda argv: seen.append(argv) or 0)
@@ -434,21 +430,22 @@ def test_bench_passes_its_arguments_to_the_report(monkeypatch, tmp_path):
 
 
 def test_torchrun_ranks_take_the_gpu_of_their_local_rank(monkeypatch):
-    from simda import cli
+    from simda.cli import common
+    from simda.errors import SimDAError
 
     chosen = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert cli._rank_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert common.rank_device(torch.device("cuda")) == torch.device("cuda", 1)
     assert chosen == [torch.device("cuda", 1)]
-    assert cli._rank_device(torch.device("cpu")) == torch.device("cpu")
+    assert common.rank_device(torch.device("cpu")) == torch.device("cpu")
     monkeypatch.setenv("LOCAL_RANK", "2")
-    with pytest.raises(cli.SimDAError, match="LOCAL_RANK=2"):
-        cli._rank_device(torch.device("cuda"))
+    with pytest.raises(SimDAError, match="LOCAL_RANK=2"):
+        common.rank_device(torch.device("cuda"))
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert cli._rank_device(torch.device("cuda")) == torch.device("cuda")
+    assert common.rank_device(torch.device("cuda")) == torch.device("cuda")
 
 
 @pytest.mark.parametrize(
@@ -506,6 +503,10 @@ def test_eval_report_and_saved_pipeline_folders_are_checked_first(tmp_path, caps
     "argv, option",
     [
         (["eval-toyworld", "--seeds", "0"], "--seeds"),
+        (["generate", "x", "--frames", "0"], "--frames"),
+        (["generate", "x", "--steps", "0"], "--steps"),
+        (["generate", "x", "--height", "-64"], "--height"),
+        (["train", "--data", "d", "--log-every", "0"], "--log-every"),
         (["superres", "c.gif", "--scale", "0"], "--scale"),
         (["superres", "c.gif", "--scale", "-2"], "--scale"),
         (["toyworld", "data", "--clips", "0"], "--clips"),

@@ -198,14 +198,14 @@ def test_forward_checks_its_inputs(sample, timestep, text, error, match):
     elif isinstance(text, torch.dtype):
         text = torch.randn(1, 5, 32, dtype=text)
     with pytest.raises(error, match=match):
-        model(torch.randn(sample), timestep, text).sample
+        model(torch.randn(sample), timestep, text)
 
 
 def test_forward_names_a_tensor_on_another_device():
     model = simda.build_unet("tiny")
     sample, text = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 5, 32)
     with pytest.raises(ValueError, match="encoder_hidden_states is on meta but the UNet's"):
-        model(sample, 10, text.to("meta")).sample
+        model(sample, 10, text.to("meta"))
     with pytest.raises(ValueError, match="sample is on meta but the UNet's weights are on cpu"):
         model(sample.to("meta"), 10, text)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from simda import toyworld
-from simda.checkpoint import adapter_state_dict, read_safetensors
+from simda.checkpoint import adapter_state_dict
 from simda.errors import SimDAError
 from simda.pipelines import ClipDataset, SimDAPipeline, TrainConfig, train
 from simda.video import write_video
@@ -153,8 +153,8 @@ def test_a_checkpoint_is_never_overwritten_or_half_loaded(data_dir, tmp_path):
     (out / "checkpoint" / "state.json").write_text('{"state": {"step": 2, "colour": 1}}')
     pipe = SimDAPipeline.from_preset("tiny", seed=3)
     before = {k: v.clone() for k, v in adapter_state_dict(pipe.unet).items()}
-    from simda.pipelines.tuning import trainable_parameters
     from simda.pipelines.training import load_checkpoint
+    from simda.pipelines.tuning import trainable_parameters
 
     optimizer = torch.optim.AdamW(trainable_parameters(pipe))
 
@@ -324,8 +324,8 @@ def test_a_checkpoint_mixed_from_two_saves_is_refused_and_old_ones_still_load(da
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from simda.pipelines.tuning import trainable_parameters
     from simda.pipelines.training import load_checkpoint
+    from simda.pipelines.tuning import trainable_parameters
 
     out = tmp_path / "run"
     run(data_dir, out, 2)

@@ -33,13 +33,13 @@ class TAVTransformerBlock(VideoTransformerBlock):
 def build_tav(unet: UNet2DConditionModel) -> VideoUNet:
     """Turn an image UNet into the Tune-A-Video architecture, in place."""
     unet.requires_grad_(False)
-    context = VideoContext()
+    context = VideoContext(lsa_layout="tav")
     for block in [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]:
         dim, heads = block.norm1.normalized_shape[0], block.attn1.heads
         like = block.norm1.weight
         block.__class__ = TAVTransformerBlock
         block.video_context = context
-        block.attn1.set_processor(LatentShiftAttnProcessor(context, "tav"))
+        block.attn1.set_processor(LatentShiftAttnProcessor(context))
         block.norm_temp = nn.LayerNorm(dim).to(like).requires_grad_(False)  # not tuned by TAV
         block.attn_temp = Attention(
             query_dim=dim, heads=heads, dim_head=dim // heads, bias=False, out_bias=True

@@ -11,14 +11,20 @@ from simda.errors import SimDAError
 
 def register(sub) -> None:
     p = sub.add_parser("toyworld", help="toy-world data set, stage-1 image model, shipping")
-    actions = p.add_subparsers(dest="action", required=True, metavar="{data,base,ship}")
+    actions = p.add_subparsers(
+        dest="action",
+        required=True,
+        metavar="{data,base,ship}",
+        help="data: write clips; base: train the image model; ship: store the built-in model",
+    )
 
     data = actions.add_parser("data", help="write captioned clips (GIF + .txt)")
     data.add_argument("--output", default="out/toyworld-data", help="folder for the clips")
     data.add_argument("--clips", type=common.positive_int, default=2048, help="number of clips")
     data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    data.add_argument("--quiet", action="store_true", help="only warnings and errors")
     data.add_argument("--debug", action="store_true", help="show tracebacks")
-    data.set_defaults(func=run_data, quiet=False)
+    data.set_defaults(func=run_data)
 
     base = actions.add_parser("base", help="train the stage-1 image model")
     base.add_argument("--output", default="out/toyworld-base", help="folder for the model")
@@ -33,8 +39,9 @@ def register(sub) -> None:
 
     ship = actions.add_parser("ship", help="store a trained model as the built-in one (fp16)")
     ship.add_argument("--model", required=True, help="the trained pipeline folder")
+    ship.add_argument("--quiet", action="store_true", help="only warnings and errors")
     ship.add_argument("--debug", action="store_true", help="show tracebacks")
-    ship.set_defaults(func=run_ship, quiet=False)
+    ship.set_defaults(func=run_ship)
 
 
 def run_data(args) -> int:
@@ -66,6 +73,6 @@ def run_ship(args) -> int:
     from simda import toyworld
 
     if not os.path.isdir(args.model):
-        raise SimDAError(f"--model {args.model!r} is not a folder")
+        raise SimDAError(f"--model {args.model!r} does not exist or is not a folder")
     print(f"{toyworld.ship(args.model)} (now holds {args.model})")
     return 0
