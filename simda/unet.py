@@ -317,10 +317,8 @@ class SimDAUNet(VideoUNet, ModelMixin, ConfigMixin):
                 block.attn1.set_processor(LatentShiftAttnProcessor(self.context))
 
     def check_layers(self) -> None:
-        if hasattr(self, "_tome_info") or any(
-            type(b).__name__.startswith("ToMe") for b in self.unet.modules()
-        ):
-            raise ValueError(
+        if any(type(b).__name__.startswith("ToMe") for b in self.unet.modules()):  # tomesd
+            raise SimDAError(
                 "tomesd's token merging is not supported: it merges the tokens of each frame "
                 "into fewer, so latent-shift attention can no longer find the token at the same "
                 "position in earlier frames; undo it with tomesd.remove_patch"
@@ -328,7 +326,7 @@ class SimDAUNet(VideoUNet, ModelMixin, ConfigMixin):
         for block in self.simda_blocks():
             processor = block.attn1.processor
             if not isinstance(processor, LatentShiftAttnProcessor):
-                raise ValueError(
+                raise SimDAError(
                     f"the self-attention of the SimDA UNet runs {type(processor).__name__}, "
                     "not latent-shift attention (set_attn_processor, set_default_attn_processor "
                     "or fuse_qkv_projections replaced it): the frames would not see each other. "

@@ -215,6 +215,20 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
                 raise SimDAError(f"device {device} needs a CUDA GPU, and none is available")
         return super().to(*args, **kwargs)
 
+    def enable_vae_slicing(self) -> None:
+        """Decode one frame at a time inside each ``decode_chunk_size`` chunk (less memory)."""
+        self.vae.enable_slicing()
+
+    def disable_vae_slicing(self) -> None:
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        """Decode each frame in overlapping tiles (large frames in bounded memory)."""
+        self.vae.enable_tiling()
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
+
     # ------------------------------------------------------------------ settings
 
     @property
