@@ -229,6 +229,8 @@ class SimDAUNet(VideoUNet, ModelMixin, ConfigMixin):
     def __init__(self, unet: UNet2DConditionModel, context: VideoContext):
         super().__init__(unet, context)
         self.trainable_modules: list[str] = []
+        #: adapters an ablation took out (``remove_components``): they no longer train
+        self.ablated: set[str] = set()
         self._config_extras: dict = {}
 
     def __getattr__(self, name: str):
@@ -351,11 +353,12 @@ class SimDAUNet(VideoUNet, ModelMixin, ConfigMixin):
         return found
 
     def named_trainable_parameters(self):
-        """(name, parameter) of what SimDA trains: the parameters of ``adapter_modules``, minus
-        what is frozen (an ablation's removed adapters)."""
+        """(name, parameter) of what SimDA trains: the parameters of ``adapter_modules`` but
+        an ablation's removed adapters, whatever their ``requires_grad`` (tools such as peft's
+        LoRA loader switch it off on every weight they do not add)."""
         for owner, module in self.adapter_modules().items():
-            for name, p in module.named_parameters():
-                if p.requires_grad:
+            if owner not in self.ablated:
+                for name, p in module.named_parameters():
                     yield f"{owner}.{name}", p
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -468,7 +471,7 @@ def remove_components(
     training), ``lsa=True`` switches latent-shift attention to plain self-attention."""
     kinds = (TemporalAdapter,) * temporal + (SpatialAdapter,) * spatial
     with torch.no_grad():
-        for module in model.modules():
+        for name, module in model.named_modules():
             if kinds and isinstance(module, kinds):
                 out = (
                     (module.w_up, module.b_up)
@@ -478,6 +481,8 @@ def remove_components(
                 for p in out:
                     p.zero_()
                 module.requires_grad_(False)
+                if isinstance(model, SimDAUNet):
+                    model.ablated.add(name)
     if lsa:
         model.set_lsa_layout("self")
 

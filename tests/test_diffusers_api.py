@@ -117,9 +117,7 @@ def test_callback_on_step_end_sees_and_changes_the_latents(pipe):
         p._interrupt = True
         return {}
 
-    pipe(
-        "x", num_frames=1, num_inference_steps=5, callback_on_step_end=stop, output_type="latent"
-    )
+    pipe("x", num_frames=1, num_inference_steps=5, callback_on_step_end=stop, output_type="latent")
     assert pipe.num_timesteps == 5  # it stopped after the first of them
 
 
@@ -171,9 +169,9 @@ def test_defaults_come_from_the_model_then_diffusers(pipe):
 
 def test_simda_adapters_round_trip_and_size(pipe, tmp_path):
     adapters = SimDAAdapters.from_unet(pipe.unet)
-    assert sum(p.numel() for p in adapters.parameters()) == simda.count_parameters(pipe)[
-        "trainable"
-    ]
+    assert (
+        sum(p.numel() for p in adapters.parameters()) == simda.count_parameters(pipe)["trainable"]
+    )
     adapters.save_pretrained(str(tmp_path / "adapters"))
     assert sorted(os.listdir(tmp_path / "adapters")) == [
         "config.json",

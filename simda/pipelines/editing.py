@@ -30,12 +30,11 @@ from simda.pipelines.tuning import (
     check_count,
     check_mixed_precision,
     check_trainable_dtype,
-    checkpointing_enabled,
     diffusion_loss,
-    end_training,
     grad_scaler,
     step_generator,
     trainable_parameters,
+    training,
 )
 
 RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
@@ -69,8 +68,10 @@ def tune(
 ) -> TuneResult:
     """Train the adapters on one clip (uint8 (F, H, W, 3)) with its prompt, in place.
 
-    Afterwards, also when tuning fails or is interrupted, the UNet is in eval mode and its
-    gradient checkpointing as it was before (``end_training``)."""
+    Only the adapters train (``trainable_parameters``: not a LoRA or anything else loaded into
+    the image model). Afterwards, also when tuning fails or is interrupted, the UNet is in eval
+    mode with its ``requires_grad`` flags and gradient checkpointing as they were
+    (``tuning.training``)."""
     _check_clip(frames)
     check_count("steps", steps)
     check_prompt(prompt)
@@ -83,11 +84,7 @@ def tune(
         check_trainable_dtype(params)
     optimizer = torch.optim.AdamW(params, lr=lr)
     scaler = grad_scaler(pipe, mixed_precision)
-    was_checkpointing = checkpointing_enabled(unet)
-    try:
-        if gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        unet.train()
+    with training(unet, params, gradient_checkpointing):
         if pipe.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pipe.device)
         result = TuneResult(tuned_parameters=sum(p.numel() for p in params))
@@ -105,8 +102,6 @@ def tune(
         result.seconds_per_step = (time.perf_counter() - start) / max(steps, 1)
         if pipe.device.type == "cuda":
             result.peak_memory_mib = torch.cuda.max_memory_allocated(pipe.device) / 2**20
-    finally:
-        end_training(unet, was_checkpointing)
     return result
 
 

@@ -42,13 +42,12 @@ from simda.pipelines.tuning import (
     autocast,
     check_mixed_precision,
     check_trainable_dtype,
-    checkpointing_enabled,
     diffusion_target,
-    end_training,
     grad_scaler,
     noise_schedule,
     step_generator,
     trainable_parameters,
+    training,
 )
 from simda.video import VIDEO_SUFFIXES, read_video
 
@@ -388,8 +387,9 @@ def train(
     end. With ``config.superres_scale`` the pipeline must be the super-resolution variant
     (``make_superres``), and its config records the scale it was trained for; the clip shape
     trained on becomes the pipeline's recommended ``num_frames``, ``height`` and ``width``.
-    Afterwards, also when training fails or is interrupted, the UNet is in eval mode and its
-    gradient checkpointing as it was before.
+    Only the adapters (and ``trainable_modules``) train. Afterwards, also when training fails
+    or is interrupted, the UNet is in eval mode with its ``requires_grad`` flags and gradient
+    checkpointing as they were (``tuning.training``).
     """
     if not isinstance(dataset, ClipDataset):
         raise SimDAError(
@@ -424,18 +424,15 @@ def train(
     state = load_checkpoint(checkpoint, unet, optimizer, config, clip) if resume else TrainState()
     if state.grad_scaler and scaler.is_enabled():
         scaler.load_state_dict(state.grad_scaler)
-    model = unet
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            unet, device_ids=[pipe.device.index] if pipe.device.type == "cuda" else None
-        )
-    was_checkpointing = checkpointing_enabled(unet)
-    try:
+    with training(unet, params, config.gradient_checkpointing):
+        model = unet
+        if world > 1:  # after `training` set requires_grad: DDP reduces what trains
+            model = torch.nn.parallel.DistributedDataParallel(
+                unet, device_ids=[pipe.device.index] if pipe.device.type == "cuda" else None
+            )
         _train_loop(
             pipe, dataset, config, model, optimizer, scaler, state, checkpoint, clip, progress
         )
-    finally:
-        end_training(unet, was_checkpointing)
     if config.superres_scale:
         pipe.register_to_config(superres_scale=config.superres_scale)
     trained = {
@@ -454,9 +451,6 @@ def _train_loop(pipe, dataset, config, model, optimizer, scaler, state, checkpoi
     rank, world = rank_world()
     local = config.batch_size // world
     unet = pipe.unet
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    unet.train()
     cache = LatentCache(pipe, dataset, config.superres_scale)
     schedule = noise_schedule(pipe)
     log = LossLog(os.path.join(os.path.dirname(checkpoint), "losses.jsonl"), config.log_every)

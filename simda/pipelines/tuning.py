@@ -4,6 +4,7 @@ model as it was found."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import torch
@@ -116,12 +117,29 @@ def checkpointing_enabled(unet) -> bool:
     return bool(getattr(inner, "is_gradient_checkpointing", False))
 
 
-def end_training(unet, checkpointing: bool) -> None:
-    """After a training loop, also one that failed or was interrupted: ``unet`` back in eval
-    mode (for sampling) and gradient checkpointing as the loop found it."""
-    unet.eval()
-    if checkpointing_enabled(unet) != checkpointing:
-        if checkpointing:
+@contextlib.contextmanager
+def training(unet, params, gradient_checkpointing: bool):
+    """``unet`` set up to train exactly ``params`` (``requires_grad`` on them only, train mode,
+    gradient checkpointing if asked), and afterwards, also when training fails or is
+    interrupted, back in eval mode (for sampling) with every ``requires_grad`` flag and its
+    gradient checkpointing as they were."""
+    flags = {p: p.requires_grad for p in unet.parameters()}
+    checkpointing = checkpointing_enabled(unet)
+    try:
+        for p in flags:
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        if gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        else:
-            unet.disable_gradient_checkpointing()
+        unet.train()
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        unet.eval()
+        if checkpointing_enabled(unet) != checkpointing:
+            if checkpointing:
+                unet.enable_gradient_checkpointing()
+            else:
+                unet.disable_gradient_checkpointing()
