@@ -1,6 +1,7 @@
 """The ``simda`` command: every subcommand writes readable files; user errors exit 2."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -558,3 +559,65 @@ def test_bench_refuses_files_that_are_not_benchmark_results(tmp_path, capsys):
     assert main(["bench", str(empty), "--output", str(tmp_path / "r")]) == 2
     assert "is not a pytest-benchmark result" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_generate_takes_height_width_and_a_scheduler(tmp_path):
+    from simda.schedulers import SCHEDULERS
+
+    out = str(tmp_path / "out")
+    argv = ["generate", "a red circle moving right", "--frames", "2", "--steps", "2", "--quiet"]
+    width = 2 * SIZE
+    assert main([*argv, "--width", str(width), "--scheduler", "euler", "--output", out]) == 0
+    mp4, _, meta = outputs(out, "a-red-circle-moving-right-s0")
+    assert_video(mp4, 2, (SIZE, width))
+    settings = json.load(open(meta))
+    assert (settings["height"], settings["width"], settings["scheduler"]) == (SIZE, width, "euler")
+    assert main([*argv, "--size", str(width), "--height", str(SIZE), "--output", out]) == 0
+    assert_video(mp4, 2, (SIZE, width))  # --height beside --size: the other side is --size's
+    with pytest.raises(SystemExit):
+        main([*argv, "--scheduler", "ddpm"])
+    assert "euler-ancestral" in " ".join(SCHEDULERS)
+
+
+def test_the_command_loads_the_named_scheduler(tmp_path, monkeypatch):
+    from diffusers import UniPCMultistepScheduler
+
+    from simda.cli import common
+
+    seen = []
+    load = common.load_pipeline
+
+    def spy(args, chosen=None):
+        pipe = load(args, chosen)
+        seen.append(type(pipe.scheduler))
+        return pipe
+
+    monkeypatch.setattr(common, "load_pipeline", spy)
+    argv = ["generate", "x", "--frames", "1", "--steps", "1", "--quiet", "--output", str(tmp_path)]
+    assert main([*argv, "--scheduler", "unipc"]) == 0
+    assert seen == [UniPCMultistepScheduler]
+
+
+def test_variant_loads_the_folders_fp16_weights(tmp_path):
+    from simda.pipelines import SimDAPipeline
+
+    folder = str(tmp_path / "model")
+    SimDAPipeline.from_preset("tiny").to(torch.float16).save_pretrained(folder, variant="fp16")
+    assert os.path.isfile(os.path.join(folder, "unet", "diffusion_pytorch_model.fp16.safetensors"))
+    argv = ["generate", "x", "--model", folder, "--frames", "1", "--steps", "1", "--quiet"]
+    assert main([*argv, "--variant", "fp16", "--output", str(tmp_path)]) == 0
+    assert main([*argv, "--output", str(tmp_path)]) == 2  # no plain weights in that folder
+
+
+def test_quiet_silences_diffusers_and_transformers_too(tmp_path, capfd):
+    code = (
+        "import logging, sys\n"
+        "from simda.cli import main\n"
+        "main(['generate', 'x', '--frames', '1', '--steps', '1', '--quiet',\n"
+        f"      '--output', {str(tmp_path)!r}])\n"
+        "print(logging.getLogger('diffusers').getEffectiveLevel(),\n"
+        "      logging.getLogger('transformers').getEffectiveLevel())\n"
+    )
+    result = run_python(code)
+    assert result.stdout.split()[-2:] == [str(logging.ERROR)] * 2
+    assert "it/s" not in result.stderr  # no progress bars

@@ -111,3 +111,17 @@ def test_editing_after_a_scheduler_swap_inverts_with_ddim(monkeypatch):
     result = edit_video(pipe, frames, "a", "b", tune_steps=0, num_inference_steps=3, progress=False)
     assert len(inverted) == 3 and isinstance(pipe.scheduler, EulerDiscreteScheduler)
     assert result.edit.shape == frames.shape and result.edit.dtype == np.uint8
+
+
+def test_a_scheduler_that_cannot_take_the_model_is_named_before_any_work(tiny, monkeypatch):
+    from diffusers import PNDMScheduler
+
+    from simda.errors import SimDAError
+
+    tiny.scheduler = PNDMScheduler(skip_prk_steps=True, prediction_type="sample")
+    monkeypatch.setattr(tiny, "embed_prompts", lambda *a: pytest.fail("work began"))
+    with pytest.raises(
+        SimDAError,
+        match="PNDMScheduler cannot sample this model, whose prediction_type is 'sample'",
+    ):
+        tiny("x", num_frames=1, num_inference_steps=2)

@@ -616,7 +616,27 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
                 f"cross_attention_kwargs must be a dict or None, got {cross_attention_kwargs!r}"
             )
         self.unet.check_layers()
+        self.check_scheduler()
         return batch
+
+    def check_scheduler(self) -> None:
+        """The scheduler can sample this model: one step of a new one of its class and config
+        on a tiny tensor, so that a scheduler that rejects the model's ``prediction_type``
+        (PNDM, Euler ancestral and KDPM2 take no ``"sample"``) is one clear error before any
+        work."""
+        probe = type(self.scheduler).from_config(self.scheduler.config)
+        try:
+            probe.set_timesteps(10)
+            t = probe.timesteps[0]
+            x = torch.zeros(1, 1, 1, 1)
+            probe.step(x, t, probe.scale_model_input(x, t))
+        except (ValueError, NotImplementedError) as exc:
+            if "prediction_type" not in str(exc):
+                return  # not this check's business: sampling itself will say
+            raise SimDAError(
+                f"{type(self.scheduler).__name__} cannot sample this model, whose "
+                f"prediction_type is {self.scheduler.config.prediction_type!r}: {exc}"
+            ) from exc
 
     def _latent_shape(self, videos, num_frames, height, width) -> tuple[int, ...]:
         factor = self.vae_scale_factor
