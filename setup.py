@@ -65,16 +65,7 @@ setup(
     name="simda",
     version="0.1.0",
     description="SimDA: fused kernels and adapters that turn SD-1.x into a text-to-video model",
-    packages=find_packages(
-        include=[
-            "simda",
-            "simda.*",
-            "simda_kernels",
-            "simda_kernels.*",
-            "benchmarks",
-            "benchmarks.*",
-        ]
-    ),
+    packages=find_packages(include=["simda", "simda.*", "simda_kernels", "simda_kernels.*"]),
     package_data={
         "simda": ["assets/toyworld/*.json", "assets/toyworld/*.safetensors", "assets/toyworld/*/*"],
         "simda_kernels": ["measured/*.json", "measured/*.md"],
@@ -83,7 +74,9 @@ setup(
     install_requires=[
         "torch>=2.11",
         "diffusers>=0.35",
+        "transformers",
         "safetensors",
+        "scipy",  # diffusers' LMS scheduler
         "numpy",
         "tqdm",
         "imageio",
@@ -92,8 +85,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "text": ["transformers"],
-        "bench": ["pytest-benchmark", "matplotlib"],
+        "lora": ["peft"],
+        "offload": ["accelerate"],
+        "bench": ["pytest", "pytest-benchmark"],
     },
     entry_points={"console_scripts": ["simda=simda.cli:main"]},
     ext_modules=ext_modules,

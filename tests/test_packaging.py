@@ -138,3 +138,18 @@ def test_lock_kind_matches_what_torch_builds_with():
     source = inspect.getsource(cpp_extension._jit_compile)
     assert ("FileBaton(" in source) == _toolchain.lock_file_blocks()
     assert ("FileLock(" in source) != _toolchain.lock_file_blocks()
+
+
+def test_the_wheel_installs_simda_and_simda_kernels_only(tmp_path):
+    """The packages a wheel installs (setuptools records them in top_level.txt): the library,
+    not the benchmark suite (``simda bench`` lives in the CLI)."""
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "SIMDA_SKIP_CUDA_BUILD": "1"},
+        check=True,
+        capture_output=True,
+    )
+    (info,) = [p for p in tmp_path.iterdir() if p.name.endswith(".egg-info")]
+    assert (info / "top_level.txt").read_text().split() == ["simda", "simda_kernels"]
+    assert "simda/cli/bench.py" in (info / "SOURCES.txt").read_text().split()
