@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.kernel_bench import DTYPES, bench_ms, describe, max_err  # noqa: E402
-from simda_kernels import lsa  # noqa: E402
+from simda_kernels import lsa, reference  # noqa: E402
 from simda_kernels.dispatch import TRUSTED_ERROR  # noqa: E402
 
 SD15 = [(16, 40, 64, 64), (16, 40, 32, 32), (16, 80, 32, 32), (16, 80, 16, 16), (16, 160, 16, 16)]
@@ -54,7 +54,7 @@ def candidates(grid: str, pass_: str):
 def tensors(frames, d, height, width, dtype, device, batch, heads):
     shape = (batch * frames, height * width, heads, d)  # the model's memory layout
     q, k, v = (torch.randn(shape, device=device, dtype=dtype).transpose(1, 2) for _ in range(3))
-    return q, k, v, torch.randn_like(q), (frames, height, width, "paper", d**-0.5, False)
+    return q, k, v, torch.randn_like(q), (frames, height, width, "paper", d**-0.5, "raster")
 
 
 def run_pass(pass_, q, k, v, grad, args):
@@ -74,8 +74,8 @@ class Problem:
         self.timed = tensors(frames, d, height, width, dtype, device, batch, heads)
         self.small = tensors(min(frames, 3), d, height, width, dtype, device, batch=1, heads=1)
         q, k, v, grad, args = self.small
-        out, _ = lsa.reference_forward(q, k, v, *args)
-        self.want = (out, *lsa.reference_backward(grad, q, k, v, *args))
+        out, _ = reference.lsa_forward(q, k, v, *args)
+        self.want = (out, *reference.lsa_backward(grad, q, k, v, *args))
         self.device = device
 
     def measure(self, pass_, config):

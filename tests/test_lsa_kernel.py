@@ -223,8 +223,8 @@ def test_online_softmax_with_large_logits(poisoned):
 def test_fp32_dots_are_exact():
     """fp32 inputs use IEEE dot products (the interpreter ignores the flag, a GPU would not)."""
     q = torch.randn(2, 1, 16, 40)
-    assert lsa._common(q, 2, 4, 4, "paper", False)[2]["PRECISION"] == "ieee"
-    assert lsa._common(q.half(), 2, 4, 4, "paper", False)[2]["PRECISION"] == "tf32"
+    assert lsa._consts(q, "raster")["PRECISION"] == "ieee"
+    assert lsa._consts(q.half(), "raster")["PRECISION"] == "tf32"
 
 
 @pytest.mark.skipif(not lsa.INTERPRET, reason="the interpreter compatibility wrapper")
@@ -255,7 +255,7 @@ def test_opcheck_in_the_interpreter():
     q, k, v = (t.contiguous().requires_grad_() for t in make_qkv(2, 2, 2, 16, torch.float32))
     torch.library.opcheck(
         torch.ops.simda.latent_shift_attention.default,
-        (q, k, v, 2, 2, 2, "paper", 0.25, False),
+        (q, k, v, 2, 2, 2, "paper", 0.25, "raster"),
         test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
     )
 
@@ -264,12 +264,12 @@ COMPILE_CHECK = """
 import torch, simda_kernels
 q, k, v = (torch.randn(4, 2, 6, 16, device=DEVICE, requires_grad=True) for _ in range(3))
 torch.library.opcheck(torch.ops.simda.latent_shift_attention.default,
-                      (q, k, v, 2, 2, 3, "released", 0.25, True))
+                      (q, k, v, 2, 2, 3, "released", 0.25, "class_major"))
 # the model's layout: (B*F, N, heads, D) viewed as (B*F, heads, N, D); the kernels' outputs
 # must have the strides the fake kernels promise (those of q, k, v)
 qm, km, vm = (torch.randn(4, 6, 2, 16, device=DEVICE).transpose(1, 2).requires_grad_()
               for _ in range(3))
-args = (2, 2, 3, "paper", 0.25, False)
+args = (2, 2, 3, "paper", 0.25, "grouped")
 torch.library.opcheck(torch.ops.simda.latent_shift_attention.default, (qm, km, vm, *args))
 qm, km, vm = (t.detach() for t in (qm, km, vm))
 out, lse2 = torch.ops.simda.latent_shift_attention(qm, km, vm, *args)
@@ -277,7 +277,7 @@ torch.library.opcheck(torch.ops.simda.latent_shift_attention_backward.default,
                       (torch.randn_like(out), qm, km, vm, out, lse2, *args))
 
 def attention(q, k, v):  # the op itself: Triton on CUDA, the reference on CPU
-    return torch.ops.simda.latent_shift_attention(q, k, v, 2, 2, 3, "paper", 0.25, False)[0] * 2
+    return torch.ops.simda.latent_shift_attention(q, k, v, 2, 2, 3, "paper", 0.25, "raster")[0] * 2
 
 compiled = torch.compile(attention, backend=BACKEND, fullgraph=True)
 out = compiled(q, k, v)
@@ -371,7 +371,7 @@ def test_row_contiguity_check_and_wide_stride_alignment():
     q, k, v = make_qkv(2, 4, 4, 16, torch.float32)
     strided = torch.randn(2, 1, 16, 32)[..., ::2]  # head dim with stride 2
     with pytest.raises(ValueError, match="k must be contiguous along the head dim"):
-        lsa.lsa_forward(q, strided, v, 2, 4, 4, "paper", 0.25, False)
+        lsa.lsa_forward(q, strided, v, 2, 4, 4, "paper", 0.25, "raster")
     assert lsa._alignment(q, k, v) == 16
     wide = torch.empty_strided((2, 1, 1, 16), (2**31, 16, 16, 1), device="meta")
     assert lsa._alignment(q, wide) == 1  # 64-bit strides are passed unscaled
