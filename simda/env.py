@@ -124,9 +124,7 @@ def collect() -> dict:
 
 
 def _shapes(shapes: list[dict]) -> str:
-    return (
-        ", ".join(f"{s['dtype']} D={s['D']} N={s['N']} {s['backend']}" for s in shapes) or "none"
-    )
+    return ", ".join(f"{s['dtype']} D={s['D']} N={s['N']} {s['backend']}" for s in shapes) or "none"
 
 
 def report(info: dict) -> str:

@@ -62,14 +62,15 @@ def _indices(blocks):
     return count[None, None], order[None, None]
 
 
-@functools.lru_cache(maxsize=32)
 def flex_mask(frames, height, width, layout, device, block=BLOCK) -> FlexMask:
-    """Block mask and score_mod of LSA over one video's F*N tokens (keys in grouped order)."""
+    """Block mask and score_mod of LSA over one video's F*N tokens (keys in grouped order).
+    Built once per (frames, grid, layout, device) in eager code (``cached_flex_mask``); under
+    torch.compile its construction is part of the graph."""
     n = height * width
     length = frames * n
     weights = reference.key_weights(frames, layout, device)  # (F, F, 5)
-    sizes = torch.tensor(reference.shift_group_sizes(height, width), device=device)
-    group = torch.repeat_interleave(torch.arange(5, device=device), sizes)  # (N,)
+    sizes = reference.shift_group_sizes(height, width)
+    group = torch.tensor([s for s in range(5) for _ in range(sizes[s])], device=device)  # (N,)
     log_w = torch.where(weights > 1, math.log(2.0), 0.0)
 
     def score_mod(score, b, h, q_idx, kv_idx):
@@ -99,11 +100,16 @@ def flex_mask(frames, height, width, layout, device, block=BLOCK) -> FlexMask:
     return FlexMask(block_mask, score_mod)
 
 
-@functools.lru_cache(maxsize=32)
+cached_flex_mask = functools.lru_cache(maxsize=32)(flex_mask)
+
+
 def _key_index(height, width, token_order, device):
     """Memory position of every grouped position: keys in grouped order = keys[..., index, :]."""
     memory = torch.argsort(reference.token_order_index(token_order, height, width, device))
     return memory[reference.grouped_order(height, width, device)]
+
+
+_cached_key_index = functools.lru_cache(maxsize=32)(_key_index)
 
 
 @functools.cache
@@ -132,11 +138,15 @@ def latent_shift_attention(q, k, v, frames, height, width, layout, scale, token_
     def per_video(t):  # (B*F, heads, N, D) -> (B, heads, F, N, D), a view
         return t.reshape(b, frames, heads, n, d).transpose(1, 2)
 
-    mask = flex_mask(frames, height, width, layout, q.device)
+    compiling = torch.compiler.is_compiling()
+    build = flex_mask if compiling else cached_flex_mask
+    mask = build(frames, height, width, layout, q.device)
     if token_order == "grouped":
         kg, vg = per_video(k), per_video(v)
     else:  # one gather each, into (B, heads, F, N, D) memory
-        index = _key_index(height, width, token_order, q.device)
+        index = (_key_index if compiling else _cached_key_index)(
+            height, width, token_order, q.device
+        )
         kg, vg = (per_video(t).index_select(3, index) for t in (k, v))
     q, kg, vg = (t.reshape(b, heads, frames * n, d) for t in (per_video(q), kg, vg))
     out = _flex(q, kg, vg, mask.score_mod, mask.block_mask, scale)

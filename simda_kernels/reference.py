@@ -78,8 +78,12 @@ def token_order_index(token_order: str, height: int, width: int, device=None) ->
 
 
 def shift_group_sizes(height: int, width: int) -> tuple[int, ...]:
-    """Number of tokens of each shift 0..4 on a ``height x width`` grid."""
-    return tuple(torch.bincount(shift_offsets(height, width), minlength=5).tolist())
+    """Number of tokens of each shift 0..4 on a ``height x width`` grid (Python ints)."""
+    sizes = [0] * 5
+    for r, row in enumerate(SHIFT_TABLE):
+        for c, s in enumerate(row):
+            sizes[s] += ((height - r + 3) // 4) * ((width - c + 3) // 4)
+    return tuple(sizes)
 
 
 def _source_frames(f, s, layout):
