@@ -117,13 +117,25 @@ def _compiled():
     return torch.compile(flex_attention)
 
 
+def _compile_settings():
+    """A model's attention layers can need more compiled variants of flex_attention (head dims
+    x dtypes x grad modes) than torch.compile's default 8 per function, past which it would
+    silently run FlexAttention eagerly, materialising the (F*N)^2 scores. Allow 64, and fail
+    loudly beyond that."""
+    settings = {"recompile_limit": 64}
+    if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
+        settings["fail_on_recompile_limit_hit"] = True
+    return torch._dynamo.config.patch(**settings)
+
+
 def _flex(q, k, v, score_mod, block_mask, scale):
     """flex_attention: compiled on CUDA (or inlined into an enclosing torch.compile), eager on
     CPU (tests replace this function)."""
     if torch.compiler.is_compiling():
         return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
     if q.is_cuda:
-        return _compiled()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+        with _compile_settings():
+            return _compiled()(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
     with warnings.catch_warnings():  # "called without torch.compile": eager is the CPU path
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
         return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
