@@ -75,7 +75,7 @@ def compile_variant(kind, dtype, head_dim, height, width, order, arch):
         DB=max(db, 16),
         HAS_B=db > 0,
         INDEXED=order != "grouped",
-        EVEN_M=n % cfg.block_m == 0,
+        ROW_MASK=n % cfg.block_m != 0,
         PRECISION="ieee" if dtype == "fp32" else "tf32",
         ALIGN=align,
         **pass_consts,

@@ -236,28 +236,27 @@ if HAS_TRITON:
         DB: tl.constexpr,
         HAS_B: tl.constexpr,
         ROW_MASK: tl.constexpr,
-        other=0.0,
     ):
         """Rows ``rows`` of a (tokens, D) matrix as two chunks of DA and DB columns; rows
-        where ``valid`` is false read as ``other`` when ``ROW_MASK``."""
+        where ``valid`` is false read as zeros when ``ROW_MASK``."""
         offs_a = tl.arange(0, DA)
         offs_b = DA + tl.arange(0, DB)
         ptr = base + rows[:, None] * stride
         if DA <= D:  # no column mask, so rows load as vectors
             if ROW_MASK:
-                a = tl.load(ptr + offs_a[None, :], mask=valid[:, None], other=other)
+                a = tl.load(ptr + offs_a[None, :], mask=valid[:, None], other=0.0)
             else:
                 a = tl.load(ptr + offs_a[None, :])
         else:  # head dims below 16
             mask_a = offs_a[None, :] < D
             if ROW_MASK:
                 mask_a = mask_a & valid[:, None]
-            a = tl.load(ptr + offs_a[None, :], mask=mask_a, other=other)
+            a = tl.load(ptr + offs_a[None, :], mask=mask_a, other=0.0)
         if HAS_B:
             mask_b = offs_b[None, :] < D
             if ROW_MASK:
                 mask_b = mask_b & valid[:, None]
-            b = tl.load(ptr + offs_b[None, :], mask=mask_b, other=other)
+            b = tl.load(ptr + offs_b[None, :], mask=mask_b, other=0.0)
         else:
             b = tl.zeros([rows.shape[0], DB], a.dtype)
         return a, b
@@ -399,7 +398,7 @@ if HAS_TRITON:
         DB: tl.constexpr,
         HAS_B: tl.constexpr,
         INDEXED: tl.constexpr,
-        EVEN_M: tl.constexpr,
+        ROW_MASK: tl.constexpr,
         NEG_SCALE: tl.constexpr,
         PRECISION: tl.constexpr,
         ALIGN: tl.constexpr,
@@ -424,13 +423,12 @@ if HAS_TRITON:
         bf64 = bf.to(tl.int64)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         m_valid = offs_m < N
-        row_mask: tl.constexpr = not EVEN_M
         q_ptr = Q + bf64 * stride_qb + h * stride_qh
-        q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B, row_mask)
+        q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B, ROW_MASK)
         lse_row = (bf64 * heads + h) * N + offs_m
         if BWD:
             do_ptr = DO + bf64 * stride_dob + h * stride_doh
-            do_a, do_b = _load_rows(do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B, row_mask)
+            do_a, do_b = _load_rows(do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B, ROW_MASK)
             lse2 = tl.load(LSE + lse_row, mask=m_valid, other=0.0)
             delta = tl.load(DELTA + lse_row, mask=m_valid, other=0.0)
         else:
@@ -601,7 +599,7 @@ if HAS_TRITON:
         DB: tl.constexpr,
         HAS_B: tl.constexpr,
         INDEXED: tl.constexpr,
-        EVEN_M: tl.constexpr,
+        ROW_MASK: tl.constexpr,
         PRECISION: tl.constexpr,
         ALIGN: tl.constexpr,
         ATOMIC_DQ: tl.constexpr,
@@ -634,7 +632,6 @@ if HAS_TRITON:
         dk_b = tl.zeros([BLOCK_N, DB], tl.float32)
         dv_a = tl.zeros([BLOCK_N, DA], tl.float32)
         dv_b = tl.zeros([BLOCK_N, DB], tl.float32)
-        row_mask: tl.constexpr = not EVEN_M
         readers = READERS + (g * 5 + shift) * (2 * readers_per_group)
         for r in range(1, 1 + tl.load(readers)):
             qf = video + tl.load(readers + 2 * r)
@@ -645,9 +642,9 @@ if HAS_TRITON:
             for start in range(0, N, BLOCK_M):
                 offs_m = start + tl.arange(0, BLOCK_M)
                 m_valid = offs_m < N
-                q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B, row_mask)
+                q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B, ROW_MASK)
                 do_a, do_b = _load_rows(
-                    do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B, row_mask
+                    do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B, ROW_MASK
                 )
                 # a missing query row gets lse = +inf, so P = 0 there
                 lse2 = tl.load(LSE + row0 + offs_m, mask=m_valid, other=float("inf"))
@@ -819,7 +816,7 @@ def _launch_rows(q, k, v, do, out, lse2, delta, scale, consts, cfg, tables, fram
         ALIGN=a,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
-        EVEN_M=n % cfg.block_m == 0,
+        ROW_MASK=n % cfg.block_m != 0,
         NEG_SCALE=scale < 0,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
@@ -901,7 +898,7 @@ def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, sc
         ALIGN=a,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
-        EVEN_M=n % cfg.block_m == 0,
+        ROW_MASK=n % cfg.block_m != 0,
         ATOMIC_DQ=atomic,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
