@@ -187,6 +187,8 @@ def _runs(weights_t, starts):
 
 @functools.lru_cache(maxsize=64)
 def plan(frames, height, width, layout, token_order, block_q, block_k, device) -> Plan:
+    """The key tables for these sizes, with ``block_q`` keys per query-side tile and
+    ``block_k`` per key-side tile; cached (built on the host, copied once to ``device``)."""
     sizes = reference.shift_group_sizes(height, width)
     starts = [sum(sizes[:s]) for s in range(6)]
     weights = reference.key_weights(frames, layout).tolist()
@@ -775,17 +777,9 @@ def _configs(q, n):
 
 
 def _plan_for(q, frames, height, width, layout, token_order, cfgs, query_pass):
-    block_k = cfgs["bwd_dkdv"].block_n
-    return plan(
-        frames,
-        height,
-        width,
-        layout,
-        token_order,
-        cfgs[query_pass].block_n,
-        block_k,
-        q.device,
-    )
+    """The plan with the tile sizes of ``query_pass`` ("fwd" or "bwd_dq") and of dK/dV."""
+    block_q, block_k = cfgs[query_pass].block_n, cfgs["bwd_dkdv"].block_n
+    return plan(frames, height, width, layout, token_order, block_q, block_k, q.device)
 
 
 def _launch_rows(q, k, v, do, out, lse2, delta, scale, consts, cfg, tables, frames, bwd):
