@@ -8,7 +8,8 @@ checked against the PyTorch reference (the forward output, or dq / dk / dv) and 
 candidate that does not compile or fit (shared memory, registers) or gives a wrong answer is
 reported as such, never picked. The backward passes are timed as the whole backward with only
 that pass's config changed. The table shows the current config (``lsa_config``) next to the
-fastest correct one: move the winners into ``simda_kernels.lsa.lsa_config``.
+fastest correct one: move the winners into ``simda_kernels.lsa.lsa_config``. Run it again
+with ``SIMDA_LSA_DQ=atomic`` to time the backward that adds dQ with atomics (no dQ pass).
 ``--grid smoke`` runs two candidates at a tiny shape (CPU with TRITON_INTERPRET=1: it checks
 the script, its timings mean nothing).
 """

@@ -94,6 +94,33 @@ def test_backward_matches_reference(case, monkeypatch):
     check_against_reference(*case, backend="flex")
 
 
+def test_new_token_counts_reuse_the_compiled_code(monkeypatch):
+    """The CUDA path's compiled flex_attention, traced here on CPU (eager backend, counting
+    graphs): the cached masks and score_mods of four grids compile twice (the first N, then
+    code symbolic in N), not once per grid."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(flex_attention, backend=backend)
+    monkeypatch.setattr(
+        lsa_flex,
+        "_flex",
+        lambda q, k, v, score_mod, block_mask, scale: compiled(
+            q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale
+        ),
+    )
+    for side in (8, 12, 16, 20):
+        q, k, v = (torch.randn(8, 2, side * side, 16) for _ in range(3))
+        lsa_flex.latent_shift_attention(q, k, v, 4, side, side, "paper", 0.25, "grouped")
+    assert len(graphs) == 2
+
+
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
