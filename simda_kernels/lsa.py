@@ -53,7 +53,6 @@ if HAS_TRITON and INTERPRET:
     from simda_kernels import _interpreter_compat
 
     _interpreter_compat.patch()  # triton 3.6's interpreter with numpy >= 2.4
-TOKEN_ORDERS = reference.TOKEN_ORDERS
 MAX_HEAD_DIM = 256
 #: the kernels use cp.async, bf16 MMAs and shared-memory sizes of Ampere and newer
 MIN_CAPABILITY = (8, 0)
