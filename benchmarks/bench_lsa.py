@@ -1,13 +1,16 @@
-"""Latent-shift attention: naive vs SDPA on pre-concatenated keys vs the fused Triton kernel.
+"""Latent-shift attention: naive vs SDPA on pre-concatenated keys vs FlexAttention vs the
+fused Triton kernel.
 
     python -m benchmarks.bench_lsa [--dtype fp16 bf16] [--json out.json]
 
 One run, one card: the six SD-1.5 shapes of SPEC section 6 (B=2, 8 heads), forward and
 forward+backward medians (triton.testing.do_bench), the forward's peak extra memory, TFLOP/s
 (4*B*F*heads*N*2N*D per forward) against this card's bf16 matmul rate measured in the same run.
-Each row first checks the kernel against the baseline: its output against SDPA's and its
-gradients against autograd through the naive path. Without a GPU it runs tiny shapes on CPU as
-a smoke test (the kernel in the Triton interpreter when TRITON_INTERPRET=1, else the reference).
+Each row first checks the fast paths against the baseline: their outputs against SDPA's and
+their gradients against autograd through the naive path. Without a GPU it runs tiny shapes on
+CPU as a smoke test (the kernel in the Triton interpreter when TRITON_INTERPRET=1, else the
+reference; FlexAttention eagerly and forward only). The ``--json`` output, recorded as
+``simda_kernels/measured/lsa-sm<XY>.json``, is what ``backend="auto"`` reads.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ def naive(q, k, v, frames, height, width, layout="paper"):
     return F.scaled_dot_product_attention(q, kk, vv)
 
 
+#: the fast paths, by their column prefix: FlexAttention and the Triton kernel
+FAST = ("flex", "fused")
+
+
 def run_shape(frames, n, d, height, width, dtype, device, batch=2, heads=8):
     shape = (batch * frames, n, heads, d)  # the model's memory layout
     q, k, v = (torch.randn(shape, device=device, dtype=dtype).transpose(1, 2) for _ in range(3))
@@ -62,19 +69,26 @@ def run_shape(frames, n, d, height, width, dtype, device, batch=2, heads=8):
     # On CPU the kernel runs only in the Triton interpreter (TRITON_INTERPRET=1, as in tests).
     fused_backend = "triton" if device == "cuda" or lsa.INTERPRET else "reference"
 
-    def fused(q=q, k=k, v=v):
-        return simda_kernels.latent_shift_attention(
-            q, k, v, frames, height, width, backend=fused_backend
-        )
+    def fast(backend):
+        def attend(q=q, k=k, v=v):
+            return simda_kernels.latent_shift_attention(
+                q, k, v, frames, height, width, backend=backend
+            )
+
+        return attend
 
     paths = {
         "naive": lambda: naive(q, k, v, frames, height, width),
         "sdpa_preconcat": lambda: F.scaled_dot_product_attention(q, kk, vv),
         "self_attn_N": lambda: F.scaled_dot_product_attention(q, k, v),
-        "fused": fused,
+        "flex": fast("flex"),
+        "fused": fast(fused_backend),
     }
     row = {"frames": frames, "N": n, "D": d, "dtype": str(dtype).split(".")[-1]}
-    attempt(row, "fused_max_err", lambda: max_err(fused(), paths["sdpa_preconcat"]()))
+    for name in FAST:
+        attempt(
+            row, f"{name}_max_err", lambda f=paths[name]: max_err(f(), paths["sdpa_preconcat"]())
+        )
     for name, fn in paths.items():
         attempt(row, f"{name}_ms", lambda fn=fn: bench_ms(fn, device))
         attempt(row, f"{name}_peak_mib", lambda fn=fn: peak_extra_mib(fn, device))
@@ -86,38 +100,47 @@ def run_shape(frames, n, d, height, width, dtype, device, batch=2, heads=8):
     def naive_of(q, k, v):
         return naive(q, k, v, frames, height, width)
 
-    attempt(
-        row,
-        "fused_grad_max_err",
-        lambda: max(map(max_err, fwd_bwd(fused)(), fwd_bwd(naive_of)())),
-    )
     attempt(row, "naive_fwdbwd_ms", lambda: bench_ms(fwd_bwd(naive_of), device))
-    attempt(row, "fused_fwdbwd_ms", lambda: bench_ms(fwd_bwd(fused), device))
+    for name in FAST:
+        if name == "flex" and device != "cuda":
+            continue  # FlexAttention has no CPU backward
+        attempt(
+            row,
+            f"{name}_grad_max_err",
+            lambda f=paths[name]: max(map(max_err, fwd_bwd(f)(), fwd_bwd(naive_of)())),
+        )
+        attempt(row, f"{name}_fwdbwd_ms", lambda f=paths[name]: bench_ms(fwd_bwd(f), device))
     flops = 4 * batch * frames * heads * n * 2 * n * d
     row["fused_tflops"] = ratio(flops / 1e9, row["fused_ms"])
     return row
 
 
 HEADER = (
-    "| dtype | F | N | D | fused max err out / grads | naive ms | SDPA pre-concat ms | fused ms "
-    "| fused / pre-concat | naive / fused | fwd+bwd naive / fused "
-    "| peak MiB naive / self-attn / fused | fused TFLOP/s |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| dtype | F | N | D | max err out / grads: flex, fused | naive ms | SDPA pre-concat ms "
+    "| flex ms | fused ms | fused / pre-concat | naive / fused | flex / fused "
+    "| fwd+bwd ms naive / flex / fused | peak MiB naive / self-attn / flex / fused "
+    "| fused TFLOP/s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
 def line(r, matmul) -> str:
-    peaks = " / ".join(cell(r, f"{p}_peak_mib", ".0f") for p in ("naive", "self_attn_N", "fused"))
+    peaks = " / ".join(
+        cell(r, f"{p}_peak_mib", ".0f") for p in ("naive", "self_attn_N", "flex", "fused")
+    )
+    errs = ", ".join(
+        f"{cell(r, f'{p}_max_err', '.1e')} / {cell(r, f'{p}_grad_max_err', '.1e')}" for p in FAST
+    )
+    fwdbwd = " / ".join(cell(r, f"{p}_fwdbwd_ms") for p in ("naive", *FAST))
     util = ""
     if matmul is not None and r["fused_tflops"] is not None:
         util = f" ({100 * r['fused_tflops'] / matmul:.0f}% of matmul)"
     return (
-        f"| {r['dtype']} | {r['frames']} | {r['N']} | {r['D']} "
-        f"| {cell(r, 'fused_max_err', '.1e')} / {cell(r, 'fused_grad_max_err', '.1e')} "
-        f"| {cell(r, 'naive_ms')} | {cell(r, 'sdpa_preconcat_ms')} | {cell(r, 'fused_ms')} "
-        f"| {num(ratio(r['fused_ms'], r['sdpa_preconcat_ms']), '.2f')} "
+        f"| {r['dtype']} | {r['frames']} | {r['N']} | {r['D']} | {errs} "
+        f"| {cell(r, 'naive_ms')} | {cell(r, 'sdpa_preconcat_ms')} | {cell(r, 'flex_ms')} "
+        f"| {cell(r, 'fused_ms')} | {num(ratio(r['fused_ms'], r['sdpa_preconcat_ms']), '.2f')} "
         f"| {num(ratio(r['naive_ms'], r['fused_ms']), '.2f')} "
-        f"| {num(ratio(r['naive_fwdbwd_ms'], r['fused_fwdbwd_ms']), '.2f')} | {peaks} "
+        f"| {num(ratio(r['flex_ms'], r['fused_ms']), '.2f')} | {fwdbwd} | {peaks} "
         f"| {num(r['fused_tflops'], '.1f')}{util} |"
     )
 
@@ -142,8 +165,10 @@ def main(argv=None) -> int:
         command="python -m benchmarks.bench_lsa " + " ".join(argv or sys.argv[1:]),
         matmul_tflops=matmul,
     )
-    speedups = [ratio(r["naive_ms"], r["fused_ms"]) for r in rows]
-    print(f"\nforward geometric-mean speed-up over naive: {geomean(speedups)}")
+    print()
+    for name in FAST:
+        speedups = [ratio(r["naive_ms"], r[f"{name}_ms"]) for r in rows]
+        print(f"{name}: forward geometric-mean speed-up over naive: {geomean(speedups)}")
     return 0
 
 

@@ -26,7 +26,7 @@ DEVICE = torch.device("cuda" if GPU else "cpu")
 DTYPE = torch.float16 if GPU else torch.float32
 ROUNDS = int(os.environ.get("SIMDA_BENCH_ROUNDS", "5" if GPU else "1"))
 COMPILE = os.environ.get("SIMDA_BENCH_COMPILE", "1" if GPU else "0") == "1"
-ARCHS = ("simda_naive", "simda_optimized", "simda_compiled", "tav", "lvdm")
+ARCHS = ("simda_naive", "simda_flex", "simda_optimized", "simda_compiled", "tav", "lvdm")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ def build_arch(name: str, shapes: ModelShapes = SHAPES) -> torch.nn.Module:
             model,
             attention_backend="triton" if GPU else "reference",
             adapter_backend="cuda" if GPU else "reference",
+        )
+    if name == "simda_flex":  # FlexAttention for LSA, the fused adapter
+        simda.optimize(
+            model, attention_backend="flex", adapter_backend="cuda" if GPU else "reference"
         )
     if name == "simda_compiled":
         model = compile_fresh(model) if COMPILE else model

@@ -1,4 +1,5 @@
-"""Kernel level: latent-shift attention and the temporal adapter, each path on the same data.
+"""Kernel level: latent-shift attention (naive, SDPA on pre-concatenated keys, FlexAttention,
+the fused Triton kernel) and the temporal adapter, each path on the same data.
 
 pytest benchmarks/test_kernels.py --benchmark-only --benchmark-json out/kernels.json
 """
@@ -14,7 +15,7 @@ from benchmarks.bench_lsa import GPU_SHAPES as LSA_GPU_SHAPES
 from benchmarks.bench_lsa import naive as lsa_naive
 from benchmarks.common import DEVICE, GPU, run_benchmark
 from benchmarks.kernel_bench import compile_fresh
-from simda_kernels import lsa, reference
+from simda_kernels import lsa, lsa_flex, reference
 
 DTYPES = [torch.float16, torch.bfloat16] if GPU else [torch.float32]
 LSA_SHAPES = LSA_GPU_SHAPES if GPU else [(2, 16, 16, 4, 4)]
@@ -37,11 +38,15 @@ def _run(benchmark, fn, leaves, grad, pass_, **extra):
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("shape", LSA_SHAPES, ids=_ids)
-@pytest.mark.parametrize("path", ["naive", "sdpa_preconcat", "fused"])
+@pytest.mark.parametrize("path", ["naive", "sdpa_preconcat", "flex", "fused"])
 def test_latent_shift_attention(benchmark, path, shape, dtype, pass_):
     frames, n, d, h, w = shape
     if path == "fused" and not lsa.HAS_TRITON:
         pytest.skip("triton is not installed")
+    if path == "flex" and not lsa_flex.HAS_FLEX:
+        pytest.skip("no FlexAttention in this torch")
+    if path == "flex" and pass_ == "fwdbwd" and not GPU:
+        pytest.skip("FlexAttention has no CPU backward")
     if path == "sdpa_preconcat" and pass_ == "fwdbwd":
         pytest.skip("the pre-concatenated baseline is a forward bound")
     batch, heads = 2, 8
@@ -56,6 +61,7 @@ def test_latent_shift_attention(benchmark, path, shape, dtype, pass_):
     fns = {
         "naive": lambda: lsa_naive(q, k, v, frames, h, w),
         "sdpa_preconcat": lambda: F.scaled_dot_product_attention(q, kk, vv),
+        "flex": lambda: simda_kernels.latent_shift_attention(q, k, v, frames, h, w, backend="flex"),
         "fused": lambda: simda_kernels.latent_shift_attention(
             q, k, v, frames, h, w, backend="triton"
         ),

@@ -1,5 +1,6 @@
-"""Model level: SimDA (naive, optimized, compiled) against the Tune-A-Video and LVDM
-architectures on the same SD-1.5-shaped UNet (GPU) or the tiny preset (CPU).
+"""Model level: SimDA (naive, LSA through FlexAttention, optimized, compiled) against the
+Tune-A-Video and LVDM architectures on the same SD-1.5-shaped UNet (GPU) or the tiny preset
+(CPU).
 
     pytest benchmarks/test_models.py --benchmark-only --benchmark-json out/models.json
 
@@ -104,8 +105,10 @@ def benchmark_rounds():
 
 
 @pytest.mark.parametrize("checkpointing", [True, False], ids=["ckpt", "no_ckpt"])
-@pytest.mark.parametrize("arch", ["simda_naive", "simda_optimized", "tav", "lvdm"])
+@pytest.mark.parametrize("arch", ["simda_naive", "simda_flex", "simda_optimized", "tav", "lvdm"])
 def test_edit_train_step(benchmark, arch, checkpointing):
+    if arch == "simda_flex" and not GPU:
+        pytest.skip("FlexAttention has no CPU backward")
     m = model(arch).train()
     m.enable_gradient_checkpointing() if checkpointing else m.disable_gradient_checkpointing()
     b, f, h, w = SHAPES.edit

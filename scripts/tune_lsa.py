@@ -8,7 +8,8 @@ checked against the PyTorch reference (the forward output, or dq / dk / dv) and 
 candidate that does not compile or fit (shared memory, registers) or gives a wrong answer is
 reported as such, never picked. The backward passes are timed as the whole backward with only
 that pass's config changed. The table shows the current config (``lsa_config``) next to the
-fastest correct one: move the winners into ``simda_kernels.lsa.lsa_config``.
+fastest correct one: move the winners into ``simda_kernels.lsa.lsa_config``. Run it again
+with ``SIMDA_LSA_DQ=atomic`` to time the backward that adds dQ with atomics (no dQ pass).
 ``--grid smoke`` runs two candidates at a tiny shape (CPU with TRITON_INTERPRET=1: it checks
 the script, its timings mean nothing).
 """
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.kernel_bench import DTYPES, bench_ms, describe, max_err  # noqa: E402
-from simda_kernels import lsa  # noqa: E402
+from simda_kernels import lsa, reference  # noqa: E402
 from simda_kernels.dispatch import TRUSTED_ERROR  # noqa: E402
 
 SD15 = [(16, 40, 64, 64), (16, 40, 32, 32), (16, 80, 32, 32), (16, 80, 16, 16), (16, 160, 16, 16)]
@@ -54,7 +55,7 @@ def candidates(grid: str, pass_: str):
 def tensors(frames, d, height, width, dtype, device, batch, heads):
     shape = (batch * frames, height * width, heads, d)  # the model's memory layout
     q, k, v = (torch.randn(shape, device=device, dtype=dtype).transpose(1, 2) for _ in range(3))
-    return q, k, v, torch.randn_like(q), (frames, height, width, "paper", d**-0.5, False)
+    return q, k, v, torch.randn_like(q), (frames, height, width, "paper", d**-0.5, "raster")
 
 
 def run_pass(pass_, q, k, v, grad, args):
@@ -74,8 +75,8 @@ class Problem:
         self.timed = tensors(frames, d, height, width, dtype, device, batch, heads)
         self.small = tensors(min(frames, 3), d, height, width, dtype, device, batch=1, heads=1)
         q, k, v, grad, args = self.small
-        out, _ = lsa.reference_forward(q, k, v, *args)
-        self.want = (out, *lsa.reference_backward(grad, q, k, v, *args))
+        out, _ = reference.lsa_forward(q, k, v, *args)
+        self.want = (out, *reference.lsa_backward(grad, q, k, v, *args))
         self.device = device
 
     def measure(self, pass_, config):

@@ -41,10 +41,10 @@ def _ffmpeg() -> dict:
 
 
 def lsa_auto_shapes(capability) -> dict[str, list[dict]]:
-    """The measured shapes at which ``backend="auto"`` runs the fused attention kernel on a
-    GPU of this capability, for inference (``"forward"``) and for training
-    (``"forward+backward"``): each ``{"dtype", "D", "N"}``. Empty lists when no
-    ``simda_kernels/measured/lsa-sm*.json`` was recorded on such a card."""
+    """The measured shapes at which ``backend="auto"`` runs a fast attention path (FlexAttention
+    or the Triton kernel) on a GPU of this capability, for inference (``"forward"``) and for
+    training (``"forward+backward"``): each ``{"dtype", "D", "N", "backend"}``. Empty lists
+    when no ``simda_kernels/measured/lsa-sm*.json`` was recorded on such a card."""
     import torch
 
     from simda_kernels import dispatch
@@ -54,11 +54,11 @@ def lsa_auto_shapes(capability) -> dict[str, list[dict]]:
         dtype = getattr(torch, str(row.get("dtype")), None)
         if not isinstance(dtype, torch.dtype) or not row.get("N") or not row.get("D"):
             continue
-        shape = {"dtype": row["dtype"], "D": row["D"], "N": row["N"]}
         for key, backward in (("forward", False), ("forward+backward", True)):
-            if dispatch.triton_wins(row["N"], row["D"], dtype, capability, backward=backward):
-                if shape not in wins[key]:
-                    wins[key].append(shape)
+            choice = dispatch.measured_backend(row["N"], row["D"], dtype, capability, backward)
+            shape = {"dtype": row["dtype"], "D": row["D"], "N": row["N"], "backend": choice}
+            if choice != "reference" and shape not in wins[key]:
+                wins[key].append(shape)
     return wins
 
 
@@ -124,7 +124,7 @@ def collect() -> dict:
 
 
 def _shapes(shapes: list[dict]) -> str:
-    return ", ".join(f"{s['dtype']} D={s['D']} N={s['N']}" for s in shapes) or "none"
+    return ", ".join(f"{s['dtype']} D={s['D']} N={s['N']} {s['backend']}" for s in shapes) or "none"
 
 
 def report(info: dict) -> str:
@@ -186,12 +186,12 @@ def report(info: dict) -> str:
             lsa_text = (
                 f"reference: no measurement for sm_{major}{minor} (record one with "
                 "`python -m benchmarks.bench_lsa --json simda_kernels/measured/"
-                f"lsa-sm{major}{minor}.json`); backend='triton' forces the kernel"
+                f"lsa-sm{major}{minor}.json`); backend='flex' or 'triton' forces a fast path"
             )
         else:
             auto = gpu["lsa_auto"]
             lsa_text = (
-                f"triton where measured faster, at these shapes and at N within 2x of them "
+                f"the path measured fastest, at these shapes and at N within 2x of them "
                 f"(same dtype and D): inference {_shapes(auto['forward'])}; "
                 f"training {_shapes(auto['forward+backward'])}; the reference elsewhere"
             )

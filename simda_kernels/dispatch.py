@@ -10,10 +10,10 @@ import warnings
 
 import torch
 
-from simda_kernels import lsa, reference, temporal_adapter
+from simda_kernels import lsa, lsa_flex, reference, temporal_adapter
 from simda_kernels._checks import check_backend, check_lsa_inputs, check_temporal_adapter_inputs
 
-LSA_BACKENDS = ("auto", "reference", "triton")
+LSA_BACKENDS = ("auto", "reference", "flex", "triton")
 ADAPTER_BACKENDS = ("auto", "reference", "cuda")
 _warned: set[str] = set()
 
@@ -60,19 +60,29 @@ def _trusted(err, dtype_name: str) -> bool:
     return err is not None and err <= TRUSTED_ERROR.get(dtype_name, 0.0)  # NaN: False
 
 
-def triton_wins(
+#: the paths of a ``bench_lsa`` row: backend name -> the row's column prefix
+MEASURED_PATHS = {"reference": "naive", "flex": "flex", "triton": "fused"}
+
+
+def measured_backend(
     n_tokens: int, head_dim: int, dtype: torch.dtype, capability, backward: bool = False
-) -> bool:
-    """Whether the fused kernel was measured faster than gather+concat+SDPA at this shape.
+) -> str:
+    """The LSA backend measured fastest at this shape on this GPU architecture.
 
     The rule reads ``MEASUREMENTS[capability]``: among the rows of the same dtype and head dim,
-    the one with the nearest N decides if it is within a factor of 2. It compares forward
-    times, or forward+backward times when ``backward``. That row must have no errors and its
-    check against the baseline must have passed (the forward output, and for ``backward`` the
-    gradients too); otherwise the reference is used. Rows are measured for the paper layout
-    in raster token order at F = 16 and 24; the rule applies them to every layout, order and
-    F. Without a measurement for this GPU architecture ``backend="auto"`` keeps the reference,
-    so it is never slower than the naive path; ``backend="triton"`` forces the kernel.
+    the one with the nearest N decides if it is within a factor of 2. It compares the naive
+    path ("reference"), FlexAttention ("flex") and the Triton kernel ("triton") by forward
+    time, or forward+backward time when ``backward``, and returns the fastest. A fast path
+    counts only where its check against the baseline passed in that row (the forward output,
+    and for ``backward`` the gradients too) and, for Triton, on sm_80 or newer; a row where
+    any path failed is not used. Rows are measured for the paper layout in raster token order
+    at F = 16 and 24; the rule applies them to every layout, order and F.
+
+    Without a usable measurement the answer is "reference". The naive path's speed is known;
+    the fast paths have no GPU result here yet, FlexAttention compiles for seconds per new
+    shape family, and a guess could be slower than the path it replaces. So ``backend="auto"``
+    is never slower than the naive path where a measurement exists and is the naive path where
+    none does; ``backend="flex"`` or ``"triton"`` forces a fast path.
     """
     name = str(dtype).split(".")[-1]
     rows = [
@@ -81,60 +91,97 @@ def triton_wins(
         if r.get("dtype") == name and r.get("D") == head_dim and r.get("N", 0) > 0
     ]
     if not rows or n_tokens < 1:
-        return False
+        return "reference"
     row = min(rows, key=lambda r: abs(math.log(r["N"] / n_tokens)))
     if abs(math.log(row["N"] / n_tokens)) > math.log(2) or row.get("errors"):
-        return False
-    if not _trusted(row.get("fused_max_err"), name):
-        return False
-    if backward and not _trusted(row.get("fused_grad_max_err"), name):
-        return False
+        return "reference"
     suffix = "fwdbwd_ms" if backward else "ms"
-    fused, naive = row.get(f"fused_{suffix}"), row.get(f"naive_{suffix}")
-    return fused is not None and naive is not None and fused < naive
+    times = {}
+    for backend, column in MEASURED_PATHS.items():
+        checked = backend == "reference" or (
+            _trusted(row.get(f"{column}_max_err"), name)
+            and (not backward or _trusted(row.get(f"{column}_grad_max_err"), name))
+        )
+        if checked and row.get(f"{column}_{suffix}") is not None:
+            times[backend] = row[f"{column}_{suffix}"]
+    if tuple(capability) < lsa.MIN_CAPABILITY:
+        times.pop("triton", None)
+    if "reference" not in times:
+        return "reference"
+    return min(times, key=lambda b: (times[b], b != "reference"))  # a tie keeps the reference
+
+
+def _sm(capability) -> str:
+    return f"sm_{capability[0]}{capability[1]}"
+
+
+def _check_triton(q) -> None:
+    """Why backend='triton' cannot run on q, as an error."""
+    if not lsa.HAS_TRITON:
+        raise RuntimeError("backend='triton' needs the triton package, which is not installed")
+    if not (q.is_cuda or (lsa.INTERPRET and q.device.type == "cpu")):
+        raise ValueError(
+            f"backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1); "
+            f"q is on {q.device}"
+        )
+    if q.is_cuda:
+        capability = tuple(torch.cuda.get_device_capability(q.device))
+        if capability < lsa.MIN_CAPABILITY:
+            raise RuntimeError(
+                f"backend='triton' needs a GPU of compute capability 8.0 or newer (sm_80+); "
+                f"{q.device} is {_sm(capability)}: use backend='flex' or 'reference'"
+            )
+    if q.dtype == torch.float64:
+        raise TypeError("backend='triton' supports fp16, bf16 and fp32; q is float64")
+    if q.shape[-1] > lsa.MAX_HEAD_DIM:
+        raise ValueError(
+            f"backend='triton' supports head dims up to {lsa.MAX_HEAD_DIM}, got D = {q.shape[-1]}"
+        )
+
+
+def _check_flex(q, needs_grad) -> None:
+    """Why backend='flex' cannot run on q, as an error."""
+    if not lsa_flex.HAS_FLEX:
+        raise RuntimeError(
+            f"backend='flex' needs torch.nn.attention.flex_attention (torch {torch.__version__})"
+        )
+    if not (q.is_cuda or q.device.type == "cpu"):
+        raise ValueError(f"backend='flex' needs CUDA or CPU tensors; q is on {q.device}")
+    if q.dtype == torch.float64:
+        raise TypeError("backend='flex' supports fp16, bf16 and fp32; q is float64")
+    if q.is_cuda and not lsa.HAS_TRITON:
+        raise RuntimeError(
+            "backend='flex' on CUDA compiles FlexAttention with torch.compile, which needs the "
+            "triton package (not installed)"
+        )
+    if q.device.type == "cpu" and needs_grad:
+        raise NotImplementedError(
+            "backend='flex' on CPU computes the forward only (PyTorch's FlexAttention has no "
+            "CPU backward): use backend='reference' to train on CPU"
+        )
 
 
 def _lsa_backend(backend, q, needs_grad=False):
-    if backend == "reference":
-        return "reference"
-    fast_ok = lsa.HAS_TRITON and (q.is_cuda or (lsa.INTERPRET and q.device.type == "cpu"))
     if backend == "triton":
-        if not lsa.HAS_TRITON:
-            raise RuntimeError("backend='triton' needs the triton package, which is not installed")
-        if not fast_ok:
-            raise ValueError(
-                f"backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1); "
-                f"q is on {q.device}"
-            )
-        if q.dtype == torch.float64:
-            raise TypeError("backend='triton' supports fp16, bf16 and fp32; q is float64")
-        if q.shape[-1] > lsa.MAX_HEAD_DIM:
-            raise ValueError(
-                f"backend='triton' supports head dims up to {lsa.MAX_HEAD_DIM}, "
-                f"got D = {q.shape[-1]}"
-            )
-        return "triton"
-    if q.is_cuda and not lsa.HAS_TRITON:
+        _check_triton(q)
+    elif backend == "flex":
+        _check_flex(q, needs_grad)
+    if backend != "auto":
+        return backend
+    if not q.is_cuda:
+        return "reference"
+    if not lsa.HAS_TRITON:
         warn_once(
             "lsa-no-triton",
             "triton is not installed: latent_shift_attention falls back "
             "to the PyTorch reference on CUDA",
         )
         return "reference"
-    if (
-        q.is_cuda
-        and q.dtype != torch.float64
-        and q.shape[-1] <= lsa.MAX_HEAD_DIM
-        and triton_wins(
-            q.shape[2],
-            q.shape[-1],
-            q.dtype,
-            torch.cuda.get_device_capability(q.device),
-            backward=needs_grad,
-        )
-    ):
-        return "triton"
-    return "reference"
+    if q.dtype == torch.float64 or q.shape[-1] > lsa.MAX_HEAD_DIM:
+        return "reference"
+    capability = torch.cuda.get_device_capability(q.device)
+    choice = measured_backend(q.shape[2], q.shape[-1], q.dtype, capability, needs_grad)
+    return "reference" if choice == "flex" and not lsa_flex.HAS_FLEX else choice
 
 
 def _scale(scale) -> float:
@@ -149,27 +196,33 @@ def latent_shift_attention(
     """Latent-shift attention (see ``simda_kernels.reference.latent_shift_attention``).
 
     q, k, v: (B*F, heads, N, D) -> (B*F, heads, N, D).
-    backend: ``"auto"`` (Triton on CUDA where measured faster, else the reference),
-    ``"triton"`` (force the fused kernel; CPU tensors need ``TRITON_INTERPRET=1``) or
-    ``"reference"``. token_order: ``"raster"`` (row-major tokens, the default) or
-    ``"class_major"`` (tokens already grouped by shift class, ``reference.class_major_order``).
+    backend: ``"auto"`` (on CUDA the path measured fastest at this shape on this GPU
+    architecture, ``measured_backend``; the reference where nothing is measured and on CPU),
+    ``"reference"`` (gather + concat + SDPA), ``"flex"`` (PyTorch's FlexAttention: compiled on
+    CUDA; eager and forward-only on CPU) or ``"triton"`` (the fused kernel, sm_80+; CPU tensors
+    need ``TRITON_INTERPRET=1``). token_order: ``"raster"`` (row-major tokens, the default),
+    ``"class_major"`` (``reference.class_major_order``) or ``"grouped"`` (tokens grouped by
+    shift, ``reference.grouped_order``: the fast paths read keys in this order directly).
     """
     check_backend(backend, LSA_BACKENDS)
     check_lsa_inputs(q, k, v, frames, height, width, layout, reference.LSA_LAYOUTS)
     frames, height, width = int(frames), int(height), int(width)  # e.g. numpy ints
-    if token_order not in lsa.TOKEN_ORDERS:
-        raise ValueError(f"token_order must be one of {lsa.TOKEN_ORDERS}, got {token_order!r}")
+    check_backend(token_order, reference.TOKEN_ORDERS, "token_order")
     scale = q.shape[-1] ** -0.5 if scale is None else _scale(scale)
-    class_major = token_order == "class_major"
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if _lsa_backend(backend, q, needs_grad) == "triton":
+    chosen = _lsa_backend(backend, q, needs_grad)
+    if chosen == "triton":
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         return torch.ops.simda.latent_shift_attention(
-            q, k, v, frames, height, width, layout, scale, class_major
+            q, k, v, frames, height, width, layout, scale, token_order
         )[0]
-    if class_major:
-        return lsa.reference_forward(q, k, v, frames, height, width, layout, scale, True)[0]
-    return reference.latent_shift_attention(q, k, v, frames, height, width, layout, scale)
+    if chosen == "flex":
+        return lsa_flex.latent_shift_attention(
+            q, k, v, frames, height, width, layout, scale, token_order
+        )
+    q, k, v = (reference.to_raster(t, token_order, height, width) for t in (q, k, v))
+    out = reference.latent_shift_attention(q, k, v, frames, height, width, layout, scale)
+    return reference.from_raster(out, token_order, height, width)
 
 
 def _no_kernels_for(x) -> str | None:

@@ -1,33 +1,37 @@
 """Fused latent-shift attention in Triton: forward and backward, no materialised K/V.
 
-Query frame ``f`` attends over ``2N`` keys drawn from two sources; key ``(j, n)`` is token ``n``
-of frame ``src_j(f, n)`` (see ``reference.key_source_frames``). The source frame depends on the
-token only through its class ``c = 4 * (row % 4) + (col % 4)``, so the kernels walk the keys
-class by class: within a class every key of a source comes from one frame, and its rows are
-found by index arithmetic (raster order) or are contiguous (``class_major`` token order).
+The keys are walked in grouped form (``reference.key_weights``): query frame ``t`` reads the
+shift-``s`` tokens of frame ``g`` with weight ``W[t, g, s]`` in {0, 1, 2}, and in grouped token
+order (``reference.grouped_order``) each such (frame, shift group) is a contiguous run. Runs of
+one frame with equal weight merge; a frame reads at most 6 runs and 29N/16 distinct keys (paper
+layout). The host cuts each frame's runs into key tiles of ``BLOCK_N`` (a table: frame, first
+key, count, weight - 1); every tile is one frame's keys and one weight, so the weight's
+``log2 W`` folds into the exponent's per-row offset and only the last tile of a run is ragged:
 
-Keys that appear in both sources (``src_0 == src_1``: offset-0 classes, frames before the shift
-reaches them, all of frame 0) are visited once with weight 2, i.e. ``+1`` on the base-2 logit:
+    P_ij = 2^(s_ij c + b_j - m_i),  c = scale log2(e),  b_j = log2 W in {0, 1}
 
-    P_ij = w_j 2^(s_ij log2(e) - lse2_i),  w_j in {1, 2}
+(one FMA and one exp2 per pair). Keys in another token order are read through a table of their
+rows (grouped position -> memory row); in grouped order they are read directly.
 
-Backward (recompute from the log-sum-exp, as in FlashAttention-2), with delta_i = O_i . dO_i:
+Backward as in FlashAttention-2, with delta_i = O_i . dO_i (a small kernel) and base-2 lse:
 
     dV_j = sum_i P_ij dO_i        dP_ij = dO_i . V_j        dS_ij = P_ij (dP_ij - delta_i)
-    dQ_i = scale sum_j dS_ij K_j  dK_j = scale sum_i dS_ij Q_i
+    dK_j = scale sum_i dS_ij Q_i  dQ_i = scale sum_j dS_ij K_j
 
-The forward and dQ are one query-side kernel (``_lsa_rows_kernel``, ``BWD`` selects the pass):
-a program owns a block of queries and walks its keys. dK/dV are accumulated per key block by
-``_lsa_bwd_dkdv_kernel``, one program per block that visits every reader of its keys in a fixed
-order. Deterministic, no atomics.
+One key-side program per key tile visits every query frame that reads it (at most 2 in the paper
+layout, all of them for frame 0 in Tune-A-Video's) and accumulates dK, dV: 4 products per pair.
+dQ comes from a query-side kernel that recomputes S and dP (3 more products and a second exp2):
+deterministic. ``SIMDA_LSA_DQ=atomic`` instead adds dQ from the key-side kernel with fp32
+atomics (5 products and 1 exp2 per pair in all; the summation order then varies between runs).
 
 Head dims are split into two power-of-two chunks (40 = 32 + 16, 80 = 64 + 16, 160 = 128 + 32)
-and masked, so nothing is padded in memory.
+and masked, so nothing is padded in memory. Needs sm_80 or newer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -49,13 +53,19 @@ if HAS_TRITON and INTERPRET:
     from simda_kernels import _interpreter_compat
 
     _interpreter_compat.patch()  # triton 3.6's interpreter with numpy >= 2.4
-LAYOUT_CODES = {"paper": 0, "released": 1, "tav": 2}
-TOKEN_ORDERS = ("raster", "class_major")
-# SHIFT_TABLE flattened by class c = 4 * (row % 4) + (col % 4), four bits per class, in two
-# int32 words (classes 0-7, classes 8-15).
-_SHIFTS = [s for row in reference.SHIFT_TABLE for s in row]
-SHIFT_PACKED = tuple(sum(s << (4 * i) for i, s in enumerate(_SHIFTS[h : h + 8])) for h in (0, 8))
 MAX_HEAD_DIM = 256
+#: the kernels use cp.async, bf16 MMAs and shared-memory sizes of Ampere and newer
+MIN_CAPABILITY = (8, 0)
+DQ_MODES = ("separate", "atomic")
+
+
+def dq_mode() -> str:
+    """How the backward computes dQ: ``SIMDA_LSA_DQ`` (``separate``, the default, or
+    ``atomic``); ``separate`` whenever ``torch.use_deterministic_algorithms`` is on."""
+    mode = os.environ.get("SIMDA_LSA_DQ", "separate")
+    if mode not in DQ_MODES:
+        raise ValueError(f"SIMDA_LSA_DQ must be one of {DQ_MODES}, got {mode!r}")
+    return "separate" if torch.are_deterministic_algorithms_enabled() else mode
 
 
 # --------------------------------------------------------------------------- launch configs
@@ -90,27 +100,30 @@ def lsa_config(
     """Block sizes of ``pass_`` ("fwd", "bwd_dq", "bwd_dkdv") from head dim, tokens, GPU
     capability and element size. ``block_m`` tiles queries, ``block_n`` keys.
 
-    Keys are visited class by class (about N/16 keys each), so ``block_n`` follows N/16.
-    Sizes keep the 16-bit kernels free of register spills on sm_90 at the shapes of SD 1.x at
-    512 px (fp32 variants, and the 16-bit dK/dV kernel at D = 160 with N >= 512, spill a few
-    dozen bytes; ``scripts/triton_aot_report.py``, ``docs/kernels.md``).
-    Override with ``launch_config(fwd={...}, bwd_dq={...}, bwd_dkdv={...})``.
+    Query-side passes: 64 query rows per 4 warps (one Hopper warp group per 64 rows, so no two
+    warp groups compute the same rows; 128 rows on 8 warps for the forward from N = 1024 at
+    D <= 80 in 16 bits) and 64-key tiles, the N of Q.K^T's MMA. The key-side pass holds a key
+    tile's dK and dV in registers: 64 keys against 64 queries per step, 128 keys on 8 warps
+    at N >= 4096 for D <= 64 (each query tile then serves twice the keys), 32 queries at
+    D > 80. Chosen so that the 16-bit kernels do not spill on sm_90 at SD's head dims 40, 80
+    (every pass) and 160 (forward; ``scripts/triton_aot_report.py``, ``docs/kernels.md``).
+    Override with ``launch_config(fwd={...}, ...)``; ``scripts/tune_lsa.py`` times others.
     """
     if INTERPRET or capability is None:  # the interpreter pays per op, not per element
-        return replace(LaunchConfig(64, 16, 1, 1), **_OVERRIDES[pass_])
-    # Register footprint grows with the padded head dim in bytes: three size classes.
-    width = sum(head_dim_chunks(head_dim)) * element_size
-    size = 0 if width <= 160 else 1 if width <= 320 else 2
-    block_m, block_n, warps = {
-        "fwd": ((128, 64, 8), (64, 32, 8), (32, 16, 8)),
-        "bwd_dq": ((64, 64, 4), (64, 32, 8), (32, 16, 8)),
-        "bwd_dkdv": ((32, 64, 4), (16, 32, 8), (16, 16, 8)),
-    }[pass_][size]
-    if pass_ == "fwd" and n_tokens < 1024:
-        block_m = min(block_m, 64)
-    block_n = min(block_n, max(16, _next_pow2(-(-n_tokens // 16))))
-    stages = 3 if pass_ == "fwd" and capability >= (8, 0) else 2
-    config = LaunchConfig(block_m, block_n, warps, stages)
+        return replace(LaunchConfig(64, 32, 1, 1), **_OVERRIDES[pass_])
+    width = sum(head_dim_chunks(head_dim)) * element_size  # bytes of one padded row
+    wide = width > 160  # D > 80 in 16 bits, D > 40 in fp32
+    if pass_ == "fwd":
+        rows = 64 if wide or n_tokens < 1024 else 128
+        config = LaunchConfig(rows, 64, rows // 16, 3)
+    elif pass_ == "bwd_dq":
+        config = LaunchConfig(64, 64, 4, 2 if wide else 3)
+    elif wide:
+        config = LaunchConfig(32, 64, 4, 2)
+    elif width <= 128 and n_tokens >= 4096:
+        config = LaunchConfig(64, 128, 8, 2)
+    else:
+        config = LaunchConfig(64, 64, 4, 2)
     return replace(config, **_OVERRIDES[pass_])
 
 
@@ -133,63 +146,118 @@ def _capability(t: torch.Tensor):
     return torch.cuda.get_device_capability(t.device) if t.is_cuda else None
 
 
+# --------------------------------------------------------------------------- the key plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Int32 tables of one (frames, grid, layout, token order, tile sizes) on one device.
+
+    tiles: (F, 1 + T, 4): row 0 of frame t is (full tiles, ragged tiles, 0, 0); then its key
+        tiles, full ones first, each (frame g, first grouped position, keys, log2 weight).
+    key_tiles: (K, 4): the key-side tiles of any frame, (shift s, first position, keys, 0);
+        none straddles two shift groups, so each has one weight per reading frame.
+    readers: (F, 5, 1 + R, 2): for frame g's shift-s group, (count, 0) then each reading
+        query frame with its log2 weight.
+    rows: (N,): memory row of every grouped position (unused in grouped order).
+    """
+
+    tiles: torch.Tensor
+    key_tiles: torch.Tensor
+    readers: torch.Tensor
+    rows: torch.Tensor
+
+
+def _runs(weights_t, starts):
+    """(frame, first, end, log2 weight) of every run one query frame reads: consecutive shift
+    groups of one frame with one weight merge."""
+    runs = []
+    for g, row in enumerate(weights_t):
+        s = 0
+        while s < 5:
+            e = s
+            while e < 4 and row[e + 1] == row[s]:
+                e += 1
+            if row[s] and starts[e + 1] > starts[s]:
+                runs.append((g, starts[s], starts[e + 1], row[s] - 1))
+            s = e + 1
+    return runs
+
+
+@functools.lru_cache(maxsize=64)
+def plan(frames, height, width, layout, token_order, block_q, block_k, device) -> Plan:
+    """The key tables for these sizes, with ``block_q`` keys per query-side tile and
+    ``block_k`` per key-side tile; cached (built on the host, copied once to ``device``)."""
+    sizes = reference.shift_group_sizes(height, width)
+    starts = [sum(sizes[:s]) for s in range(6)]
+    weights = reference.key_weights(frames, layout).tolist()
+    per_frame = []
+    for t in range(frames):
+        full, ragged = [], []
+        for g, lo, hi, bias in _runs(weights[t], starts):
+            whole = (hi - lo) // block_q
+            full += [(g, lo + i * block_q, block_q, bias) for i in range(whole)]
+            if (hi - lo) % block_q:
+                ragged.append((g, lo + whole * block_q, (hi - lo) % block_q, bias))
+        per_frame.append([(len(full), len(ragged), 0, 0), *full, *ragged])
+    width_t = max(map(len, per_frame))
+    tiles = [rows + [(0, 0, 0, 0)] * (width_t - len(rows)) for rows in per_frame]
+    key_tiles = [
+        (s, starts[s] + i, min(block_k, sizes[s] - i), 0)
+        for s in range(5)
+        for i in range(0, sizes[s], block_k)
+    ]
+    readers = [
+        [[(t, weights[t][g][s] - 1) for t in range(frames) if weights[t][g][s]] for s in range(5)]
+        for g in range(frames)
+    ]
+    most = max(len(r) for by_s in readers for r in by_s)
+    readers = [[[(len(r), 0), *r] + [(0, 0)] * (most - len(r)) for r in by_s] for by_s in readers]
+    memory_row = torch.argsort(reference.token_order_index(token_order, height, width))
+    rows = memory_row[reference.grouped_order(height, width)]
+
+    def table(x):
+        return torch.tensor(x, dtype=torch.int32).to(device)
+
+    return Plan(table(tiles), table(key_tiles), table(readers), table(rows.tolist()))
+
+
 # --------------------------------------------------------------------------- kernels
 
 if HAS_TRITON:
 
     @triton.jit
-    def _shifted(t, s):
-        return tl.where(t >= s, t - s, t)
-
-    @triton.jit
-    def _source_frame(f, s, J: tl.constexpr, LAYOUT: tl.constexpr):
-        """Frame of source J's keys of class shift ``s`` for query frame ``f``."""
-        prev = tl.maximum(f - 1, 0)
-        if LAYOUT == 0:  # paper: [x_f, S(x)_f]
-            g = f if J == 0 else _shifted(f, s)
-        elif LAYOUT == 1:  # released: [S(x)_{f-1}, S(x)_f]
-            g = _shifted(prev, s) if J == 0 else _shifted(f, s)
-        else:  # tav: [x_0, x_{f-1}]
-            g = f * 0 if J == 0 else prev
-        return g
-
-    @triton.jit
-    def _class_info(c, H, W, PACKED_LO: tl.constexpr, PACKED_HI: tl.constexpr):
-        """Row/col phase, frame shift, columns and size of token class ``c``."""
-        rc = c // 4
-        cc = c % 4
-        word = tl.where(c < 8, PACKED_LO, PACKED_HI)
-        s = (word >> (4 * (c % 8))) & 15
-        cols = (W - cc + 3) // 4
-        return rc, cc, s, cols, ((H - rc + 3) // 4) * cols
-
-    @triton.jit
-    def _class_tokens(t, rc, cc, cols, W, off, CLASS_MAJOR: tl.constexpr):
-        """Memory index of the ``t``-th token of a class."""
-        if CLASS_MAJOR:
-            tok = off + t
-        else:
-            tok = (rc + 4 * (t // cols)) * W + cc + 4 * (t % cols)
-        return tok
-
-    @triton.jit
     def _load_rows(
-        base, rows, stride, valid, D, DA: tl.constexpr, DB: tl.constexpr, HAS_B: tl.constexpr
+        base,
+        rows,
+        stride,
+        valid,
+        D,
+        DA: tl.constexpr,
+        DB: tl.constexpr,
+        HAS_B: tl.constexpr,
+        ROW_MASK: tl.constexpr,
     ):
-        """Rows ``rows`` of a (tokens, D) matrix, as two chunks of DA and DB columns."""
+        """Rows ``rows`` of a (tokens, D) matrix as two chunks of DA and DB columns; rows
+        where ``valid`` is false read as zeros when ``ROW_MASK``."""
         offs_a = tl.arange(0, DA)
+        offs_b = DA + tl.arange(0, DB)
         ptr = base + rows[:, None] * stride
         if DA <= D:  # no column mask, so rows load as vectors
-            a = tl.load(ptr + offs_a[None, :], mask=valid[:, None], other=0.0)
+            if ROW_MASK:
+                a = tl.load(ptr + offs_a[None, :], mask=valid[:, None], other=0.0)
+            else:
+                a = tl.load(ptr + offs_a[None, :])
         else:  # head dims below 16
-            a = tl.load(
-                ptr + offs_a[None, :], mask=valid[:, None] & (offs_a[None, :] < D), other=0.0
-            )
+            mask_a = offs_a[None, :] < D
+            if ROW_MASK:
+                mask_a = mask_a & valid[:, None]
+            a = tl.load(ptr + offs_a[None, :], mask=mask_a, other=0.0)
         if HAS_B:
-            offs_b = DA + tl.arange(0, DB)
-            b = tl.load(
-                ptr + offs_b[None, :], mask=valid[:, None] & (offs_b[None, :] < D), other=0.0
-            )
+            mask_b = offs_b[None, :] < D
+            if ROW_MASK:
+                mask_b = mask_b & valid[:, None]
+            b = tl.load(ptr + offs_b[None, :], mask=mask_b, other=0.0)
         else:
             b = tl.zeros([rows.shape[0], DB], a.dtype)
         return a, b
@@ -201,10 +269,7 @@ if HAS_TRITON:
         offs_a = tl.arange(0, DA)
         offs_b = DA + tl.arange(0, DB)
         ptr = base + rows[:, None] * stride
-        if DA <= D:
-            tl.store(ptr + offs_a[None, :], a, mask=valid[:, None])
-        else:
-            tl.store(ptr + offs_a[None, :], a, mask=valid[:, None] & (offs_a[None, :] < D))
+        tl.store(ptr + offs_a[None, :], a, mask=valid[:, None] & (offs_a[None, :] < D))
         if HAS_B:
             tl.store(ptr + offs_b[None, :], b, mask=valid[:, None] & (offs_b[None, :] < D))
 
@@ -223,7 +288,19 @@ if HAS_TRITON:
         return acc
 
     @triton.jit
-    def _row_segment(
+    def _key_rows(ROWS, pos, count, BLOCK_N: tl.constexpr, INDEXED: tl.constexpr):
+        """Memory rows of the keys at grouped positions pos .. pos + BLOCK_N and which of them
+        exist (the first ``count``)."""
+        offs = tl.arange(0, BLOCK_N)
+        valid = offs < count
+        if INDEXED:
+            rows = tl.load(ROWS + pos + offs, mask=valid, other=0)
+        else:
+            rows = pos + offs
+        return rows, valid
+
+    @triton.jit
+    def _rows_tile(
         acc_a,
         acc_b,
         m_i,
@@ -238,53 +315,49 @@ if HAS_TRITON:
         v_ptr,
         stride_kn,
         stride_vn,
-        rc,
-        cc,
-        cols,
-        n_keys,
-        W,
-        off,
+        rows,
+        valid,
         bias,
         qk_scale,
         D,
-        BLOCK_N: tl.constexpr,
         DA: tl.constexpr,
         DB: tl.constexpr,
         HAS_B: tl.constexpr,
-        CLASS_MAJOR: tl.constexpr,
+        MASKED: tl.constexpr,
+        NEG_SCALE: tl.constexpr,
         PRECISION: tl.constexpr,
         BWD: tl.constexpr,
     ):
-        """A block of queries against the keys of one class of one source frame: online
-        softmax into ``acc`` (forward), or ``acc += dS K`` (``BWD``, dQ)."""
-        for start in range(0, n_keys, BLOCK_N):
-            t = start + tl.arange(0, BLOCK_N)
-            valid = t < n_keys
-            tok = _class_tokens(t, rc, cc, cols, W, off, CLASS_MAJOR)
-            k_a, k_b = _load_rows(k_ptr, tok, stride_kn, valid, D, DA, DB, HAS_B)
-            if BWD:
-                v_a, v_b = _load_rows(v_ptr, tok, stride_vn, valid, D, DA, DB, HAS_B)
-            s = _dot2(q_a, tl.trans(k_a), q_b, tl.trans(k_b), HAS_B, PRECISION)
-            s = s * qk_scale + bias
-            if BWD:
-                p = tl.where(valid[None, :], tl.exp2(s - lse2[:, None]), 0.0)
-                dp = _dot2(do_a, tl.trans(v_a), do_b, tl.trans(v_b), HAS_B, PRECISION)
-                ds = (p * (dp - delta[:, None])).to(k_a.dtype)
-                acc_a += tl.dot(ds, k_a, input_precision=PRECISION)
-                if HAS_B:
-                    acc_b += tl.dot(ds, k_b, input_precision=PRECISION)
-            else:
-                s = tl.where(valid[None, :], s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, 1))
-                alpha = tl.exp2(m_i - m_new)
-                p = tl.exp2(s - m_new[:, None])
-                l_i = l_i * alpha + tl.sum(p, 1)
-                v_a, v_b = _load_rows(v_ptr, tok, stride_vn, valid, D, DA, DB, HAS_B)
-                p = p.to(v_a.dtype)
-                acc_a = acc_a * alpha[:, None] + tl.dot(p, v_a, input_precision=PRECISION)
-                if HAS_B:
-                    acc_b = acc_b * alpha[:, None] + tl.dot(p, v_b, input_precision=PRECISION)
-                m_i = m_new
+        """A block of queries against one key tile (one frame, one weight 2^bias): online
+        softmax into ``acc`` (forward) or ``acc += dS K`` (``BWD``, dQ). Only a ragged tile
+        (``MASKED``) masks: its missing keys read as zero rows, which leave dQ unchanged but
+        would enter the forward's softmax."""
+        k_a, k_b = _load_rows(k_ptr, rows, stride_kn, valid, D, DA, DB, HAS_B, MASKED)
+        v_a, v_b = _load_rows(v_ptr, rows, stride_vn, valid, D, DA, DB, HAS_B, MASKED)
+        s = _dot2(q_a, tl.trans(k_a), q_b, tl.trans(k_b), HAS_B, PRECISION)
+        if BWD:
+            p = tl.exp2(s * qk_scale + (bias - lse2)[:, None])
+            dp = _dot2(do_a, tl.trans(v_a), do_b, tl.trans(v_b), HAS_B, PRECISION)
+            ds = (p * (dp - delta[:, None])).to(k_a.dtype)
+            acc_a += tl.dot(ds, k_a, input_precision=PRECISION)
+            if HAS_B:
+                acc_b += tl.dot(ds, k_b, input_precision=PRECISION)
+        else:
+            if MASKED:
+                x = tl.where(valid[None, :], s * qk_scale, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(x, 1) + bias)
+                p = tl.exp2(x + (bias - m_new)[:, None])
+            else:  # the row max of s c is c max(s), or c min(s) when c < 0
+                top = tl.min(s, 1) if NEG_SCALE else tl.max(s, 1)
+                m_new = tl.maximum(m_i, top * qk_scale + bias)
+                p = tl.exp2(s * qk_scale + (bias - m_new)[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            p = p.to(v_a.dtype)
+            acc_a = acc_a * alpha[:, None] + tl.dot(p, v_a, input_precision=PRECISION)
+            if HAS_B:
+                acc_b = acc_b * alpha[:, None] + tl.dot(p, v_b, input_precision=PRECISION)
+            m_i = m_new
         return acc_a, acc_b, m_i, l_i
 
     @triton.jit
@@ -296,6 +369,8 @@ if HAS_TRITON:
         OUT,
         LSE,
         DELTA,
+        TILES,
+        ROWS,
         stride_qb,
         stride_qh,
         stride_qn,
@@ -314,25 +389,24 @@ if HAS_TRITON:
         heads,
         frames,
         N,
-        H,
-        W,
+        tiles_per_frame,
         qk_scale,
         sm_scale,
         D: tl.constexpr,
-        LAYOUT: tl.constexpr,
-        CLASS_MAJOR: tl.constexpr,
-        PACKED_LO: tl.constexpr,
-        PACKED_HI: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         DA: tl.constexpr,
         DB: tl.constexpr,
         HAS_B: tl.constexpr,
+        INDEXED: tl.constexpr,
+        ROW_MASK: tl.constexpr,
+        NEG_SCALE: tl.constexpr,
         PRECISION: tl.constexpr,
         ALIGN: tl.constexpr,
         BWD: tl.constexpr,
     ):
-        """One block of queries of one frame and head against its 2N keys, class by class.
+        """One block of queries of one frame and head against its key tiles: full tiles in one
+        loop, then the ragged last tiles of its runs (at most 6) in another.
 
         Forward: OUT = softmax(S) V and LSE = base-2 log-sum-exp (DO, DELTA unused).
         ``BWD``: OUT = dQ, from DO and the saved LSE and DELTA = rowsum(O * dO).
@@ -351,13 +425,13 @@ if HAS_TRITON:
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         m_valid = offs_m < N
         q_ptr = Q + bf64 * stride_qb + h * stride_qh
-        q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B)
-        row = (bf64 * heads + h) * N + offs_m
+        q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B, ROW_MASK)
+        lse_row = (bf64 * heads + h) * N + offs_m
         if BWD:
             do_ptr = DO + bf64 * stride_dob + h * stride_doh
-            do_a, do_b = _load_rows(do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B)
-            lse2 = tl.load(LSE + row, mask=m_valid, other=0.0)
-            delta = tl.load(DELTA + row, mask=m_valid, other=0.0)
+            do_a, do_b = _load_rows(do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B, ROW_MASK)
+            lse2 = tl.load(LSE + lse_row, mask=m_valid, other=0.0)
+            delta = tl.load(DELTA + lse_row, mask=m_valid, other=0.0)
         else:
             do_a, do_b = q_a, q_b
             lse2 = tl.zeros([BLOCK_M], tl.float32)
@@ -369,53 +443,73 @@ if HAS_TRITON:
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc_a = tl.zeros([BLOCK_M, DA], tl.float32)
         acc_b = tl.zeros([BLOCK_M, DB], tl.float32)
-        off = 0
-        for c in range(16):
-            rc, cc, s, cols, n_c = _class_info(c, H, W, PACKED_LO, PACKED_HI)
-            g0 = _source_frame(f, s, 0, LAYOUT)
-            g1 = _source_frame(f, s, 1, LAYOUT)
-            for j in tl.static_range(2):
-                if j == 0:  # a key in both sources is visited here, with weight 2
-                    g = g0
-                    n_keys = n_c
-                    bias = tl.where(g0 == g1, 1.0, 0.0)
-                else:
-                    g = g1
-                    n_keys = tl.where(g0 == g1, 0, n_c)
-                    bias = 0.0
-                acc_a, acc_b, m_i, l_i = _row_segment(
-                    acc_a,
-                    acc_b,
-                    m_i,
-                    l_i,
-                    q_a,
-                    q_b,
-                    do_a,
-                    do_b,
-                    lse2,
-                    delta,
-                    k_video + g.to(tl.int64) * stride_kb,
-                    v_video + g.to(tl.int64) * stride_vb,
-                    stride_kn,
-                    stride_vn,
-                    rc,
-                    cc,
-                    cols,
-                    n_keys,
-                    W,
-                    off,
-                    bias,
-                    qk_scale,
-                    D,
-                    BLOCK_N,
-                    DA,
-                    DB,
-                    HAS_B,
-                    CLASS_MAJOR,
-                    PRECISION,
-                    BWD,
-                )
-            off += n_c
+        table = TILES + f * (4 * tiles_per_frame)
+        n_full = tl.load(table)
+        n_ragged = tl.load(table + 1)
+        for i in range(1, 1 + n_full):
+            g = tl.load(table + 4 * i).to(tl.int64)
+            rows, valid = _key_rows(ROWS, tl.load(table + 4 * i + 1), BLOCK_N, BLOCK_N, INDEXED)
+            acc_a, acc_b, m_i, l_i = _rows_tile(
+                acc_a,
+                acc_b,
+                m_i,
+                l_i,
+                q_a,
+                q_b,
+                do_a,
+                do_b,
+                lse2,
+                delta,
+                k_video + g * stride_kb,
+                v_video + g * stride_vb,
+                stride_kn,
+                stride_vn,
+                rows,
+                valid,
+                tl.load(table + 4 * i + 3).to(tl.float32),
+                qk_scale,
+                D,
+                DA,
+                DB,
+                HAS_B,
+                False,
+                NEG_SCALE,
+                PRECISION,
+                BWD,
+            )
+        for i in range(1 + n_full, 1 + n_full + n_ragged):
+            g = tl.load(table + 4 * i).to(tl.int64)
+            rows, valid = _key_rows(
+                ROWS, tl.load(table + 4 * i + 1), tl.load(table + 4 * i + 2), BLOCK_N, INDEXED
+            )
+            acc_a, acc_b, m_i, l_i = _rows_tile(
+                acc_a,
+                acc_b,
+                m_i,
+                l_i,
+                q_a,
+                q_b,
+                do_a,
+                do_b,
+                lse2,
+                delta,
+                k_video + g * stride_kb,
+                v_video + g * stride_vb,
+                stride_kn,
+                stride_vn,
+                rows,
+                valid,
+                tl.load(table + 4 * i + 3).to(tl.float32),
+                qk_scale,
+                D,
+                DA,
+                DB,
+                HAS_B,
+                True,
+                NEG_SCALE,
+                PRECISION,
+                BWD,
+            )
 
         o_ptr = OUT + bf64 * stride_ob + h * stride_oh
         if BWD:
@@ -424,8 +518,42 @@ if HAS_TRITON:
         else:
             out_a = (acc_a / l_i[:, None]).to(OUT.dtype.element_ty)
             out_b = (acc_b / l_i[:, None]).to(OUT.dtype.element_ty)
-            tl.store(LSE + row, m_i + tl.log2(l_i), mask=m_valid)
+            tl.store(LSE + lse_row, m_i + tl.log2(l_i), mask=m_valid)
         _store_rows(o_ptr, offs_m, stride_on, m_valid, D, out_a, out_b, DA, DB, HAS_B)
+
+    @triton.jit
+    def _lsa_bwd_delta_kernel(
+        OUT,
+        DO,
+        DELTA,
+        stride_ob,
+        stride_oh,
+        stride_on,
+        stride_dob,
+        stride_doh,
+        stride_don,
+        heads,
+        N,
+        D: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        DA: tl.constexpr,
+        DB: tl.constexpr,
+        HAS_B: tl.constexpr,
+    ):
+        """delta_i = O_i . dO_i in fp32, read once from the 16-bit tensors."""
+        pid_m = tl.program_id(0)
+        h = tl.program_id(1)
+        bf = tl.program_id(2).to(tl.int64)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        valid = offs_m < N
+        o_ptr = OUT + bf * stride_ob + h * stride_oh
+        do_ptr = DO + bf * stride_dob + h * stride_doh
+        o_a, o_b = _load_rows(o_ptr, offs_m, stride_on, valid, D, DA, DB, HAS_B, True)
+        do_a, do_b = _load_rows(do_ptr, offs_m, stride_don, valid, D, DA, DB, HAS_B, True)
+        delta = tl.sum(o_a.to(tl.float32) * do_a.to(tl.float32), 1)
+        if HAS_B:
+            delta += tl.sum(o_b.to(tl.float32) * do_b.to(tl.float32), 1)
+        tl.store(DELTA + (bf * heads + h) * N + offs_m, delta, mask=valid)
 
     @triton.jit
     def _lsa_bwd_dkdv_kernel(
@@ -437,6 +565,10 @@ if HAS_TRITON:
         DV,
         LSE,
         DELTA,
+        DQ,
+        KEY_TILES,
+        READERS,
+        ROWS,
         stride_qb,
         stride_qh,
         stride_qn,
@@ -458,145 +590,121 @@ if HAS_TRITON:
         heads,
         frames,
         N,
-        H,
-        W,
+        readers_per_group,
         qk_scale,
         sm_scale,
-        blocks_per_class,
         D: tl.constexpr,
-        LAYOUT: tl.constexpr,
-        CLASS_MAJOR: tl.constexpr,
-        PACKED_LO: tl.constexpr,
-        PACKED_HI: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         DA: tl.constexpr,
         DB: tl.constexpr,
         HAS_B: tl.constexpr,
+        INDEXED: tl.constexpr,
+        ROW_MASK: tl.constexpr,
         PRECISION: tl.constexpr,
         ALIGN: tl.constexpr,
+        ATOMIC_DQ: tl.constexpr,
     ):
-        """dK, dV of one block of keys of one class of frame ``g``: visits every query frame
-        that reads them (through either source) and accumulates in a fixed order."""
+        """dK, dV of one key tile of frame ``g`` (one shift group): every query frame that
+        reads it, each with one weight, in a fixed order. In transposed form, keys as rows:
+
+            P^T = 2^(K Q^T c + b - lse)    dV += P^T dO    dS^T = P^T (V dO^T - delta)
+            dK += dS^T Q                   (ATOMIC_DQ) dQ += scale dS K, fp32 atomics
+        """
         stride_qb, stride_qh, stride_qn = _aligned(stride_qb, stride_qh, stride_qn, ALIGN)
         stride_kb, stride_kh, stride_kn = _aligned(stride_kb, stride_kh, stride_kn, ALIGN)
         stride_vb, stride_vh, stride_vn = _aligned(stride_vb, stride_vh, stride_vn, ALIGN)
         stride_dob, stride_doh, stride_don = _aligned(stride_dob, stride_doh, stride_don, ALIGN)
         stride_dkb, stride_dkh, stride_dkn = _aligned(stride_dkb, stride_dkh, stride_dkn, ALIGN)
         stride_dvb, stride_dvh, stride_dvn = _aligned(stride_dvb, stride_dvh, stride_dvn, ALIGN)
-        c = tl.program_id(0) // blocks_per_class
-        blk = tl.program_id(0) % blocks_per_class
+        tile = KEY_TILES + 4 * tl.program_id(0)
         h = tl.program_id(1)
         bg = tl.program_id(2)
         g = bg % frames
         video = (bg - g).to(tl.int64)
-        rc, cc, s, cols, n_c = _class_info(c, H, W, PACKED_LO, PACKED_HI)
-        if blk * BLOCK_N < n_c:
-            off = 0
-            if CLASS_MAJOR:
-                for cp in range(c):
-                    _, _, _, _, n_cp = _class_info(cp, H, W, PACKED_LO, PACKED_HI)
-                    off += n_cp
-            t = blk * BLOCK_N + tl.arange(0, BLOCK_N)
-            valid = t < n_c
-            tok = _class_tokens(t, rc, cc, cols, W, off, CLASS_MAJOR)
-            bg64 = bg.to(tl.int64)
-            k_a, k_b = _load_rows(
-                K + bg64 * stride_kb + h * stride_kh, tok, stride_kn, valid, D, DA, DB, HAS_B
-            )
-            v_a, v_b = _load_rows(
-                V + bg64 * stride_vb + h * stride_vh, tok, stride_vn, valid, D, DA, DB, HAS_B
-            )
-            dk_a = tl.zeros([BLOCK_N, DA], tl.float32)
-            dk_b = tl.zeros([BLOCK_N, DB], tl.float32)
-            dv_a = tl.zeros([BLOCK_N, DA], tl.float32)
-            dv_b = tl.zeros([BLOCK_N, DB], tl.float32)
-            for fq in range(frames):
-                g0 = _source_frame(fq, s, 0, LAYOUT)
-                g1 = _source_frame(fq, s, 1, LAYOUT)
-                dup = g0 == g1
-                for j in tl.static_range(2):
-                    if j == 0:
-                        reads = g0 == g
-                        bias = tl.where(dup, 1.0, 0.0)
-                    else:
-                        reads = (g1 == g) & (g0 != g1)
-                        bias = 0.0
-                    if reads:
-                        qf = video + fq
-                        q_ptr = Q + qf * stride_qb + h * stride_qh
-                        do_ptr = DO + qf * stride_dob + h * stride_doh
-                        row0 = (qf * heads + h) * N
-                        for start in range(0, N, BLOCK_M):
-                            offs_m = start + tl.arange(0, BLOCK_M)
-                            m_valid = offs_m < N
-                            q_a, q_b = _load_rows(
-                                q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B
-                            )
-                            do_a, do_b = _load_rows(
-                                do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B
-                            )
-                            lse2 = tl.load(LSE + row0 + offs_m, mask=m_valid, other=0.0)
-                            delta = tl.load(DELTA + row0 + offs_m, mask=m_valid, other=0.0)
-                            s_t = _dot2(
-                                k_a, tl.trans(q_a), k_b, tl.trans(q_b), HAS_B, PRECISION
-                            )  # (keys, queries)
-                            p_t = tl.exp2(s_t * qk_scale + bias - lse2[None, :])
-                            p_t = tl.where(m_valid[None, :], p_t, 0.0)
-                            p_lo = p_t.to(do_a.dtype)
-                            dv_a += tl.dot(p_lo, do_a, input_precision=PRECISION)
-                            if HAS_B:
-                                dv_b += tl.dot(p_lo, do_b, input_precision=PRECISION)
-                            dp_t = _dot2(v_a, tl.trans(do_a), v_b, tl.trans(do_b), HAS_B, PRECISION)
-                            ds_t = (p_t * (dp_t - delta[None, :])).to(q_a.dtype)
-                            dk_a += tl.dot(ds_t, q_a, input_precision=PRECISION)
-                            if HAS_B:
-                                dk_b += tl.dot(ds_t, q_b, input_precision=PRECISION)
-            dk_ptr = DK + bg64 * stride_dkb + h * stride_dkh
-            dv_ptr = DV + bg64 * stride_dvb + h * stride_dvh
-            _store_rows(
-                dk_ptr,
-                tok,
-                stride_dkn,
-                valid,
-                D,
-                (dk_a * sm_scale).to(DK.dtype.element_ty),
-                (dk_b * sm_scale).to(DK.dtype.element_ty),
-                DA,
-                DB,
-                HAS_B,
-            )
-            _store_rows(
-                dv_ptr,
-                tok,
-                stride_dvn,
-                valid,
-                D,
-                dv_a.to(DV.dtype.element_ty),
-                dv_b.to(DV.dtype.element_ty),
-                DA,
-                DB,
-                HAS_B,
-            )
+        bg64 = bg.to(tl.int64)
+        shift = tl.load(tile)
+        rows, valid = _key_rows(ROWS, tl.load(tile + 1), tl.load(tile + 2), BLOCK_N, INDEXED)
+        k_ptr = K + bg64 * stride_kb + h * stride_kh
+        v_ptr = V + bg64 * stride_vb + h * stride_vh
+        k_a, k_b = _load_rows(k_ptr, rows, stride_kn, valid, D, DA, DB, HAS_B, True)
+        v_a, v_b = _load_rows(v_ptr, rows, stride_vn, valid, D, DA, DB, HAS_B, True)
+        dk_a = tl.zeros([BLOCK_N, DA], tl.float32)
+        dk_b = tl.zeros([BLOCK_N, DB], tl.float32)
+        dv_a = tl.zeros([BLOCK_N, DA], tl.float32)
+        dv_b = tl.zeros([BLOCK_N, DB], tl.float32)
+        readers = READERS + (g * 5 + shift) * (2 * readers_per_group)
+        for r in range(1, 1 + tl.load(readers)):
+            qf = video + tl.load(readers + 2 * r)
+            bias = tl.load(readers + 2 * r + 1).to(tl.float32)
+            q_ptr = Q + qf * stride_qb + h * stride_qh
+            do_ptr = DO + qf * stride_dob + h * stride_doh
+            row0 = (qf * heads + h) * N
+            for start in range(0, N, BLOCK_M):
+                offs_m = start + tl.arange(0, BLOCK_M)
+                m_valid = offs_m < N
+                q_a, q_b = _load_rows(q_ptr, offs_m, stride_qn, m_valid, D, DA, DB, HAS_B, ROW_MASK)
+                do_a, do_b = _load_rows(
+                    do_ptr, offs_m, stride_don, m_valid, D, DA, DB, HAS_B, ROW_MASK
+                )
+                # a missing query row gets lse = +inf, so P = 0 there
+                lse2 = tl.load(LSE + row0 + offs_m, mask=m_valid, other=float("inf"))
+                delta = tl.load(DELTA + row0 + offs_m, mask=m_valid, other=0.0)
+                s_t = _dot2(k_a, tl.trans(q_a), k_b, tl.trans(q_b), HAS_B, PRECISION)
+                p_t = tl.exp2(s_t * qk_scale + (bias - lse2)[None, :])
+                p_lo = p_t.to(do_a.dtype)
+                dv_a += tl.dot(p_lo, do_a, input_precision=PRECISION)
+                if HAS_B:
+                    dv_b += tl.dot(p_lo, do_b, input_precision=PRECISION)
+                dp_t = _dot2(v_a, tl.trans(do_a), v_b, tl.trans(do_b), HAS_B, PRECISION)
+                ds_t = (p_t * (dp_t - delta[None, :])).to(q_a.dtype)
+                dk_a += tl.dot(ds_t, q_a, input_precision=PRECISION)
+                if HAS_B:
+                    dk_b += tl.dot(ds_t, q_b, input_precision=PRECISION)
+                if ATOMIC_DQ:  # DQ: fp32, contiguous (B*F, heads, N, D)
+                    ds = tl.trans(ds_t)
+                    dq_ptr = DQ + (row0 + offs_m)[:, None] * D
+                    offs_a = tl.arange(0, DA)
+                    dq_a = tl.dot(ds, k_a, input_precision=PRECISION) * sm_scale
+                    tl.atomic_add(
+                        dq_ptr + offs_a[None, :],
+                        dq_a,
+                        mask=m_valid[:, None] & (offs_a[None, :] < D),
+                        sem="relaxed",
+                    )
+                    if HAS_B:
+                        offs_b = DA + tl.arange(0, DB)
+                        dq_b = tl.dot(ds, k_b, input_precision=PRECISION) * sm_scale
+                        tl.atomic_add(
+                            dq_ptr + offs_b[None, :],
+                            dq_b,
+                            mask=m_valid[:, None] & (offs_b[None, :] < D),
+                            sem="relaxed",
+                        )
+        dk_ptr = DK + bg64 * stride_dkb + h * stride_dkh
+        dv_ptr = DV + bg64 * stride_dvb + h * stride_dvh
+        dk_a = (dk_a * sm_scale).to(DK.dtype.element_ty)
+        dk_b = (dk_b * sm_scale).to(DK.dtype.element_ty)
+        _store_rows(dk_ptr, rows, stride_dkn, valid, D, dk_a, dk_b, DA, DB, HAS_B)
+        dv_a = dv_a.to(DV.dtype.element_ty)
+        dv_b = dv_b.to(DV.dtype.element_ty)
+        _store_rows(dv_ptr, rows, stride_dvn, valid, D, dv_a, dv_b, DA, DB, HAS_B)
 
 
 # --------------------------------------------------------------------------- launchers
 
 
-def _common(q, frames, height, width, layout, class_major):
-    n, d = q.shape[2], q.shape[3]
-    da, db = head_dim_chunks(d)
-    consts = dict(
-        LAYOUT=LAYOUT_CODES[layout],
-        CLASS_MAJOR=bool(class_major),
-        PACKED_LO=SHIFT_PACKED[0],
-        PACKED_HI=SHIFT_PACKED[1],
+def _consts(q, token_order):
+    """Compile-time constants shared by the kernels."""
+    da, db = head_dim_chunks(q.shape[3])
+    return dict(
+        D=q.shape[3],
         DA=da,
         DB=max(db, 16),
         HAS_B=db > 0,
+        INDEXED=token_order != "grouped",
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )
-    return n, d, consts
 
 
 def _new_like(t, shape=None, dtype=None):
@@ -662,10 +770,20 @@ def _device_of(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, consts, bwd):
+def _configs(q, n):
+    cap, size = _capability(q), q.element_size()
+    return {p: lsa_config(p, q.shape[3], n, cap, size) for p in PASSES}
+
+
+def _plan_for(q, frames, height, width, layout, token_order, cfgs, query_pass):
+    """The plan with the tile sizes of ``query_pass`` ("fwd" or "bwd_dq") and of dK/dV."""
+    block_q, block_k = cfgs[query_pass].block_n, cfgs["bwd_dkdv"].block_n
+    return plan(frames, height, width, layout, token_order, block_q, block_k, q.device)
+
+
+def _launch_rows(q, k, v, do, out, lse2, delta, scale, consts, cfg, tables, frames, bwd):
     """The query-side kernel: the forward (``bwd=False``) or dQ (``out`` is dQ)."""
-    bf, heads, n, d = q.shape
-    cfg = lsa_config("bwd_dq" if bwd else "fwd", d, n, _capability(q), q.element_size())
+    bf, heads, n, _ = q.shape
     a = _alignment(q, k, v, do, out)
     _lsa_rows_kernel[(triton.cdiv(n, cfg.block_m), heads, bf)](
         q,
@@ -675,6 +793,8 @@ def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, co
         out,
         lse2,
         delta,
+        tables.tiles,
+        tables.rows,
         *_strides(q, a),
         *_strides(k, a),
         *_strides(v, a),
@@ -683,14 +803,14 @@ def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, co
         heads,
         frames,
         n,
-        height,
-        width,
+        tables.tiles.shape[1],
         scale * math.log2(math.e),
         scale,
-        D=d,
         ALIGN=a,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
+        ROW_MASK=n % cfg.block_m != 0,
+        NEG_SCALE=scale < 0,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         BWD=bwd,
@@ -698,33 +818,52 @@ def _launch_rows(q, k, v, do, out, lse2, delta, frames, height, width, scale, co
     )
 
 
-def lsa_forward(q, k, v, frames, height, width, layout, scale, class_major):
+def lsa_forward(q, k, v, frames, height, width, layout, scale, token_order):
     """Launch the forward kernel. Returns ``out`` (like q) and ``lse2`` (B*F, heads, N) fp32
-    (base-2 log-sum-exp of the scaled logits, duplicated keys counted twice)."""
+    (base-2 log-sum-exp of the scaled logits, keys of weight 2 counted twice)."""
     _check_launchable(q=q, k=k, v=v)
-    bf, heads = q.shape[:2]
-    n, d, consts = _common(q, frames, height, width, layout, class_major)
+    bf, heads, n, _ = q.shape
+    cfgs = _configs(q, n)
+    tables = _plan_for(q, frames, height, width, layout, token_order, cfgs, "fwd")
     out = _new_like(q)
     lse2 = _new_like(q, (bf, heads, n), torch.float32)
+    consts = _consts(q, token_order)
     # DO and DELTA are not read by the forward: q and lse2 stand in for them.
-    _launch_rows(q, k, v, q, out, lse2, lse2, frames, height, width, scale, consts, bwd=False)
+    _launch_rows(q, k, v, q, out, lse2, lse2, scale, consts, cfgs["fwd"], tables, frames, False)
     return out, lse2
 
 
-def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major):
-    """Launch the two backward kernels. Returns dq, dk, dv (each shaped and strided like q)."""
-    _check_launchable(grad_out=grad_out, q=q, k=k, v=v)
-    bf, heads = q.shape[:2]
-    n, d, consts = _common(q, frames, height, width, layout, class_major)
-    cfg = lsa_config("bwd_dkdv", d, n, _capability(q), q.element_size())
-    delta = (out.float() * grad_out.float()).sum(-1).contiguous()  # (B*F, heads, N)
+def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, token_order):
+    """Launch the backward kernels (delta, dK/dV, and dQ unless atomic). Returns dq, dk, dv,
+    each shaped and strided like q, k, v."""
+    _check_launchable(grad_out=grad_out, q=q, k=k, v=v, out=out)
+    bf, heads, n, d = q.shape
+    cfgs = _configs(q, n)
+    consts = _consts(q, token_order)
+    atomic = dq_mode() == "atomic"
+    delta = _new_like(q, (bf, heads, n), torch.float32)
+    block = min(64, _next_pow2(n))
+    _lsa_bwd_delta_kernel[(triton.cdiv(n, block), heads, bf)](
+        out,
+        grad_out,
+        delta,
+        *out.stride()[:3],
+        *grad_out.stride()[:3],
+        heads,
+        n,
+        D=d,
+        BLOCK_M=block,
+        DA=consts["DA"],
+        DB=consts["DB"],
+        HAS_B=consts["HAS_B"],
+    )
     dq, dk, dv = _new_like(q), _new_like(k), _new_like(v)
-    _launch_rows(q, k, v, grad_out, dq, lse2, delta, frames, height, width, scale, consts, True)
-    qk_scale = scale * math.log2(math.e)
-    a = _alignment(q, k, v, grad_out, dq, dk, dv)
-    largest_class = -(-height // 4) * -(-width // 4)
-    blocks_per_class = triton.cdiv(largest_class, cfg.block_n)
-    _lsa_bwd_dkdv_kernel[(16 * blocks_per_class, heads, bf)](
+    # atomic: an fp32 accumulator; else the dQ kernel writes dq (q stands in)
+    dq_acc = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic else q
+    cfg = cfgs["bwd_dkdv"]
+    tables = _plan_for(q, frames, height, width, layout, token_order, cfgs, "bwd_dq")
+    a = _alignment(q, k, v, grad_out, dk, dv)
+    _lsa_bwd_dkdv_kernel[(tables.key_tiles.shape[0], heads, bf)](
         q,
         k,
         v,
@@ -733,6 +872,10 @@ def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, sc
         dv,
         lse2,
         delta,
+        dq_acc,
+        tables.key_tiles,
+        tables.readers,
+        tables.rows,
         *_strides(q, a),
         *_strides(k, a),
         *_strides(v, a),
@@ -742,104 +885,27 @@ def lsa_backward(grad_out, q, k, v, out, lse2, frames, height, width, layout, sc
         heads,
         frames,
         n,
-        height,
-        width,
-        qk_scale,
+        tables.readers.shape[2],
+        scale * math.log2(math.e),
         scale,
-        blocks_per_class,
-        D=d,
         ALIGN=a,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
+        ROW_MASK=n % cfg.block_m != 0,
+        ATOMIC_DQ=atomic,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
         **consts,
     )
+    if atomic:
+        dq.copy_(dq_acc)
+    else:
+        cfg = cfgs["bwd_dq"]
+        _launch_rows(q, k, v, grad_out, dq, lse2, delta, scale, consts, cfg, tables, frames, True)
     return dq, dk, dv
 
 
 # --------------------------------------------------------------------------- torch.library
-
-
-def _to_raster(t, height, width):
-    """(..., N, D) tokens in class-major order -> raster order."""
-    return t.index_select(-2, reference.class_major_inverse(height, width, t.device))
-
-
-def _to_class_major(t, height, width):
-    return t.index_select(-2, reference.class_major_order(height, width, t.device))
-
-
-def _gather_index(frames, height, width, layout, n, device):
-    src = reference.key_source_frames(frames, height, width, layout, device=device)  # (F, 2, N)
-    return (src * n + torch.arange(n, device=device)).reshape(-1)  # into (F*N) tokens
-
-
-def _per_video(t, frames):
-    """(B*F, heads, N, D) -> (B, heads, F*N, D)"""
-    bf, heads, n, d = t.shape
-    return (
-        t.reshape(bf // frames, frames, heads, n, d)
-        .transpose(1, 2)
-        .reshape(-1, heads, frames * n, d)
-    )
-
-
-def _per_frame(t, frames, n):
-    """(B, heads, F*X, D) -> (B*F, heads, X, D)"""
-    b, heads, _, d = t.shape
-    return t.reshape(b, heads, frames, -1, d).transpose(1, 2).reshape(b * frames, heads, -1, d)
-
-
-def _reference_pieces(q, k, v, frames, height, width, layout, scale):
-    """fp32 attention over the materialised 2N keys: (probabilities, keys, values, index)."""
-    n = q.shape[2]
-    index = _gather_index(frames, height, width, layout, n, q.device)
-    kk = _per_frame(_per_video(k.float(), frames).index_select(2, index), frames, n)
-    vv = _per_frame(_per_video(v.float(), frames).index_select(2, index), frames, n)
-    logits = torch.matmul(q.float(), kk.transpose(-1, -2)) * scale
-    return logits, kk, vv, index
-
-
-def reference_forward(q, k, v, frames, height, width, layout, scale, class_major):
-    """The op's semantics in PyTorch: (out, lse2), lse2 the base-2 log-sum-exp per query."""
-    if class_major:
-        q, k, v = (_to_raster(t, height, width) for t in (q, k, v))
-    logits, _, vv, _ = _reference_pieces(q, k, v, frames, height, width, layout, scale)
-    lse = torch.logsumexp(logits, -1)
-    out = torch.matmul(torch.exp(logits - lse[..., None]), vv).to(q.dtype)
-    if class_major:
-        out = _to_class_major(out, height, width)
-    return out, lse * math.log2(math.e)
-
-
-def reference_backward(grad_out, q, k, v, frames, height, width, layout, scale, class_major):
-    """dq, dk, dv of ``reference_forward`` written out (no autograd: it runs as a kernel).
-
-    dV_cat = P^T dO, dS = P (dO V_cat^T - delta), dQ = scale dS K_cat, dK_cat = scale dS^T Q;
-    the gradients of the gathered keys are scattered back onto the frames they came from.
-    """
-    if class_major:
-        grad_out, q, k, v = (_to_raster(t, height, width) for t in (grad_out, q, k, v))
-    n = q.shape[2]
-    logits, kk, vv, index = _reference_pieces(q, k, v, frames, height, width, layout, scale)
-    p = torch.softmax(logits, -1)
-    do = grad_out.float()
-    dp = torch.matmul(do, vv.transpose(-1, -2))
-    ds = p * (dp - (dp * p).sum(-1, keepdim=True))
-    dq = torch.matmul(ds, kk) * scale
-
-    def scatter(g_cat, like):
-        flat = torch.zeros_like(_per_video(like.float(), frames))
-        flat.index_add_(2, index, _per_video(g_cat, frames))
-        return _per_frame(flat, frames, n).to(like.dtype)
-
-    dk = scatter(torch.matmul(ds.transpose(-1, -2), q.float()) * scale, k)
-    dv = scatter(torch.matmul(p.transpose(-1, -2), do), v)
-    grads = (dq.to(q.dtype), dk, dv)
-    if class_major:
-        grads = tuple(_to_class_major(t, height, width) for t in grads)
-    return grads
 
 
 if HAS_TRITON:
@@ -854,10 +920,10 @@ if HAS_TRITON:
         width: int,
         layout: str,
         scale: float,
-        class_major: bool,
+        token_order: str,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with _device_of(q):
-            return lsa_forward(q, k, v, frames, height, width, layout, scale, class_major)
+            return lsa_forward(q, k, v, frames, height, width, layout, scale, token_order)
 
     @torch.library.custom_op("simda::latent_shift_attention_backward", mutates_args=())
     def lsa_backward_op(
@@ -872,11 +938,11 @@ if HAS_TRITON:
         width: int,
         layout: str,
         scale: float,
-        class_major: bool,
+        token_order: str,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with _device_of(q):
             return lsa_backward(
-                grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major
+                grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, token_order
             )
 
     if not INTERPRET:  # under the interpreter, CPU tensors run the Triton kernels themselves
@@ -886,28 +952,28 @@ if HAS_TRITON:
             return torch.empty_like(template).copy_(value)
 
         @lsa_op.register_kernel("cpu")
-        def _lsa_cpu(q, k, v, frames, height, width, layout, scale, class_major):
-            out, lse2 = reference_forward(
-                q, k, v, frames, height, width, layout, scale, class_major
+        def _lsa_cpu(q, k, v, frames, height, width, layout, scale, token_order):
+            out, lse2 = reference.lsa_forward(
+                q, k, v, frames, height, width, layout, scale, token_order
             )
             return _like(q, out), lse2.contiguous()
 
         @lsa_backward_op.register_kernel("cpu")
         def _lsa_backward_cpu(
-            grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major
+            grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, token_order
         ):
-            grads = reference_backward(
-                grad_out, q, k, v, frames, height, width, layout, scale, class_major
+            grads = reference.lsa_backward(
+                grad_out, q, k, v, frames, height, width, layout, scale, token_order
             )
             return tuple(_like(t, g) for t, g in zip((q, k, v), grads, strict=True))
 
     @lsa_op.register_fake
-    def _lsa_fake(q, k, v, frames, height, width, layout, scale, class_major):
+    def _lsa_fake(q, k, v, frames, height, width, layout, scale, token_order):
         return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=torch.float32)
 
     @lsa_backward_op.register_fake
     def _lsa_backward_fake(
-        grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, class_major
+        grad_out, q, k, v, out, lse2, frames, height, width, layout, scale, token_order
     ):
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 

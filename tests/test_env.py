@@ -76,16 +76,19 @@ def test_env_names_the_shapes_where_auto_runs_the_fused_kernel(monkeypatch):
     info = env.collect()
     h, a = info["gpus"]
     assert h["lsa_measured"] and not a["lsa_measured"]
-    fp16 = [{"dtype": "float16", "D": d, "N": n} for d, n in ((40, 1024), (40, 4096), (80, 256))]
+    fp16 = [
+        {"dtype": "float16", "D": d, "N": n, "backend": "triton"}
+        for d, n in ((40, 1024), (40, 4096), (80, 256))
+    ]
     assert h["lsa_auto"] == {"forward": fp16[:2], "forward+backward": [fp16[0], fp16[2]]}
     assert a["lsa_auto"] == {"forward": [], "forward+backward": []}
     assert info["lsa_measurements"] == ["sm90"]
     text = env.report(info)
     assert "GPU 0: GPU0 (sm_90, 80.0 GiB)" in text
     assert (
-        "latent_shift_attention -> triton where measured faster, at these shapes and at N within "
-        "2x of them (same dtype and D): inference float16 D=40 N=1024, float16 D=40 N=4096; "
-        "training float16 D=40 N=1024, float16 D=80 N=256" in text
+        "latent_shift_attention -> the path measured fastest, at these shapes and at N within "
+        "2x of them (same dtype and D): inference float16 D=40 N=1024 triton, float16 D=40 "
+        "N=4096 triton; training float16 D=40 N=1024 triton, float16 D=80 N=256 triton" in text
     )
     assert "latent_shift_attention -> reference: no measurement for sm_80" in text
     assert "lsa-sm80.json" in text

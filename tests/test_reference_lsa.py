@@ -122,3 +122,81 @@ def test_scale_must_be_a_finite_number(scale):
     q, k, v = rand_qkv(1, 3, 2, 2, 3, 4, torch.float32)
     with pytest.raises(ValueError, match="scale must be a finite number"):
         simda_kernels.latent_shift_attention(q, k, v, 3, 2, 3, scale=scale)
+
+
+# ----------------------------------------------------------------------------- grouped form
+
+
+@pytest.mark.parametrize("layout", reference.LSA_LAYOUTS)
+def test_key_weights_count_the_sources_holding_each_group(layout):
+    """W[t, g, s] = how many of frame t's two sources hold frame g's shift-s tokens, checked
+    token by token against the naive loops above (on a grid holding every shift)."""
+    frames = 9
+    weights = reference.key_weights(frames, layout)
+    assert weights.shape == (frames, frames, 5)
+    for t, r, c in itertools.product(range(frames), range(4), range(4)):
+        s = TABLE[r][c]
+        for g in range(frames):
+            want = sum(src == g for src in key_frames(layout, t, r, c))
+            assert weights[t, g, s] == want, (t, g, s)
+
+
+@pytest.mark.parametrize("layout", reference.LSA_LAYOUTS)
+def test_every_frame_reads_at_most_six_runs(layout):
+    """In grouped order, a frame reads at most 6 runs (consecutive groups of one frame with one
+    weight), and in the paper layout from frame 4 on 29 of every 16 tokens' keys."""
+    sizes = reference.shift_group_sizes(8, 8)
+    for frames in range(1, 25):
+        weights = reference.key_weights(frames, layout).tolist()
+        for t in range(frames):
+            runs = sum(
+                1
+                for g in range(frames)
+                for s in range(5)
+                if weights[t][g][s] and (s == 0 or weights[t][g][s - 1] != weights[t][g][s])
+            )
+            assert runs <= 6, (frames, t)
+            read = sum(sizes[s] for g in range(frames) for s in range(5) if weights[t][g][s])
+            if layout == "paper" and t >= 4:
+                assert read == 29 * 64 // 16
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (3, 5), (6, 7), (1, 1), (9, 2)])
+def test_grouped_order_holds_each_shift_group_contiguously(hw):
+    h, w = hw
+    order = reference.grouped_order(h, w)
+    assert sorted(order.tolist()) == list(range(h * w))
+    shifts = [TABLE[i // w % 4][i % w % 4] for i in order.tolist()]
+    assert shifts == sorted(shifts)
+    assert tuple(shifts.count(s) for s in range(5)) == reference.shift_group_sizes(h, w)
+    if (h, w) == (4, 4):
+        assert reference.shift_group_sizes(4, 4) == (3, 4, 4, 3, 2)
+
+
+@pytest.mark.parametrize("order", reference.TOKEN_ORDERS)
+def test_token_orders_round_trip(order):
+    x = torch.randn(2, 3, 35, 4)
+    moved = reference.from_raster(x, order, 5, 7)
+    assert torch.equal(reference.to_raster(moved, order, 5, 7), x)
+    assert torch.equal(moved, x[:, :, reference.token_order_index(order, 5, 7)])
+
+
+@pytest.mark.parametrize("order", ["raster", "grouped"])
+def test_the_ops_reference_forward_and_backward(order):
+    """reference.lsa_forward / lsa_backward (the registered op's CPU kernels) against autograd
+    through the public reference, in float64: output, base-2 log-sum-exp, gradients."""
+    frames, h, w = 3, 3, 5
+    q, k, v = (t.requires_grad_() for t in rand_qkv(2, frames, 2, h, w, 8))
+    moved = [reference.from_raster(t, order, h, w) for t in (q, k, v)]
+    out, lse2 = reference.lsa_forward(*moved, frames, h, w, "released", 0.3, order)
+    want = reference.latent_shift_attention(q, k, v, frames, h, w, "released", 0.3)
+    torch.testing.assert_close(reference.to_raster(out, order, h, w), want)
+    logits = q @ reference.gather_shifted_kv(k, frames, h, w, "released").mT
+    lse = torch.logsumexp(logits * 0.3, -1) * math.log2(math.e)
+    torch.testing.assert_close(reference.to_raster(lse2[..., None], order, h, w)[..., 0], lse)
+    grad = torch.randn_like(q)
+    grads = reference.lsa_backward(
+        reference.from_raster(grad, order, h, w), *moved, frames, h, w, "released", 0.3, order
+    )
+    for got, exact in zip(grads, torch.autograd.grad(want, (q, k, v), grad), strict=True):
+        torch.testing.assert_close(reference.to_raster(got, order, h, w), exact)

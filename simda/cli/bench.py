@@ -138,7 +138,7 @@ def markdown(machine, rows) -> str:
                 status = "(CPU smoke run: targets apply to GPU runs)"
             out.append(f"| {key} | {text} | {detail} | {status} |")
     for op, title, paths in (
-        ("lsa", "Latent-shift attention", ("naive", "sdpa_preconcat", "fused")),
+        ("lsa", "Latent-shift attention", ("naive", "sdpa_preconcat", "flex", "fused")),
         ("temporal_adapter", "Temporal adapter", ("eager", "compiled", "fused")),
     ):
         table = kernel_table(rows, op, paths)
