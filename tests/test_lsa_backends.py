@@ -268,7 +268,7 @@ def test_the_unet_gives_the_same_output_with_every_backend(layout):
     with torch.no_grad():
         for backend in backends:
             simda.optimize(model, attention_backend=backend)
-            outs[backend] = model(sample, t, text)
+            outs[backend] = model(sample, t, text).sample
     simda.restore(model)
     for backend, out in outs.items():
         torch.testing.assert_close(out, outs["reference"], rtol=1e-4, atol=1e-5, msg=backend)
@@ -286,6 +286,6 @@ def test_the_unet_on_a_gpu_with_every_backend(dtype):
     with torch.no_grad():
         for backend in ("reference", "flex", "triton"):
             simda.optimize(model, attention_backend=backend)
-            outs[backend] = model(sample, t, text).float()
+            outs[backend] = model(sample, t, text).sample.float()
     for backend, out in outs.items():
         torch.testing.assert_close(out, outs["reference"], rtol=2e-2, atol=2e-2, msg=backend)
