@@ -76,7 +76,7 @@ demo: setup
 
 bench: setup
 	mkdir -p out
-	$(PY) -m pytest benchmarks/ --benchmark-only --benchmark-json out/bench.json
+	$(PY) -m pytest benchmarks/ --benchmark --benchmark-json out/bench.json
 	$(VENV)/bin/simda bench out/bench.json --output out/bench
 
 clean:

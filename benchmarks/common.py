@@ -24,7 +24,6 @@ from simda.presets import unet2d_config
 GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if GPU else "cpu")
 DTYPE = torch.float16 if GPU else torch.float32
-ROUNDS = int(os.environ.get("SIMDA_BENCH_ROUNDS", "5" if GPU else "1"))
 COMPILE = os.environ.get("SIMDA_BENCH_COMPILE", "1" if GPU else "0") == "1"
 ARCHS = ("simda_naive", "simda_flex", "simda_optimized", "simda_compiled", "tav", "lvdm")
 
@@ -100,7 +99,7 @@ def sync():
         torch.cuda.synchronize()
 
 
-def median_ms(fn, rounds: int = ROUNDS, warmup: int = 1) -> float:
+def median_ms(fn, rounds: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn`` in ms: CUDA events on GPU, perf_counter on CPU."""
     for _ in range(warmup):
         fn()
@@ -132,9 +131,11 @@ def peak_mib(fn) -> float | None:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def run_benchmark(benchmark, fn, rounds: int = ROUNDS, warmup: int = 1, **extra) -> None:
-    """pytest-benchmark timing of a synchronised ``fn``, plus the CUDA-event median and peak
-    memory in ``extra_info`` (both measured outside the timed rounds)."""
+def run_benchmark(benchmark, fn, **extra) -> None:
+    """pytest-benchmark timing of a synchronised ``fn`` (its own rounds: at least
+    ``--benchmark-min-rounds``, more within ``--benchmark-max-time``), after one warm-up call,
+    plus the CUDA-event median over as many rounds and the peak memory in ``extra_info``
+    (both measured outside the timed rounds)."""
 
     def synced():
         fn()
@@ -143,7 +144,11 @@ def run_benchmark(benchmark, fn, rounds: int = ROUNDS, warmup: int = 1, **extra)
     benchmark.extra_info.update(extra)
     benchmark.extra_info["device"] = torch.cuda.get_device_name() if GPU else "cpu"
     benchmark.extra_info["dtype"] = str(DTYPE).split(".")[-1]
-    benchmark.pedantic(synced, rounds=rounds, warmup_rounds=warmup, iterations=1)
-    if not getattr(benchmark, "disabled", False):
+    disabled = getattr(benchmark, "disabled", False)
+    if not disabled:
+        synced()  # compile, allocate, autotune: not timed
+    benchmark(synced)
+    if not disabled:
+        rounds = len(benchmark.stats.stats.data)
         benchmark.extra_info["median_ms"] = median_ms(fn, rounds, warmup=0)
         benchmark.extra_info["peak_mib"] = peak_mib(fn)

@@ -1,4 +1,11 @@
-"""pytest-benchmark setup: machine information recorded in every JSON report."""
+"""pytest-benchmark setup: the ``--benchmark`` switch, and machine information recorded in
+every JSON report.
+
+    pytest benchmarks/ --benchmark [--benchmark-json out/bench.json]
+
+measures every benchmark (SD-1.5 shapes in fp16 on a GPU, the tiny preset on a CPU), each for
+pytest-benchmark's own ``--benchmark-min-rounds`` / ``--benchmark-max-time``; ``make test``
+runs them once each, unmeasured (``--benchmark-disable``)."""
 
 import datetime
 import os
@@ -6,6 +13,19 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "0" if __import__("torch").cuda.is_available() else "1")
 
 import torch  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--benchmark",
+        action="store_true",
+        help="run the benchmarks only, and measure them (pytest-benchmark's --benchmark-only)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--benchmark", default=False):
+        config.option.benchmark_only = True
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -90,18 +90,11 @@ def test_sampling(benchmark, arch):
         run_benchmark(
             benchmark,
             sample,
-            rounds=max(1, min(3, benchmark_rounds())),
             measure="sampling",
             shape=f"{f}x{h * 8}x{w * 8}",
             steps=SHAPES.sampling_steps,
             **info(arch, m),
         )
-
-
-def benchmark_rounds():
-    from benchmarks.common import ROUNDS
-
-    return ROUNDS
 
 
 @pytest.mark.parametrize("checkpointing", [True, False], ids=["ckpt", "no_ckpt"])

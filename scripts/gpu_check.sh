@@ -101,9 +101,9 @@ if want suite && ! python3 -c "import diffusers" > "$OUT/diffusers.txt" 2>&1; th
   echo "   install it (pip install diffusers), or put its wheels and requests' in .whl/"
 elif want suite && fits suite; then
   step "benchmark suite vs Tune-A-Video and LVDM"
-  SIMDA_BENCH_ROUNDS=${SIMDA_BENCH_ROUNDS:-3} timeout "$(limit 420)" python3 -m pytest -q -p no:cacheprovider \
-    benchmarks/ --benchmark-only --benchmark-json "$OUT/bench.json" > "$OUT/suite.txt" 2>&1
+  timeout "$(limit 420)" python3 -m pytest -q -p no:cacheprovider \
+    benchmarks/ --benchmark --benchmark-min-rounds 3 --benchmark-json "$OUT/bench.json" > "$OUT/suite.txt" 2>&1
   tail -3 "$OUT/suite.txt"
-  python3 -m benchmarks.report "$OUT/bench.json" --output "$OUT/report" | head -60
+  python3 -m simda.cli bench "$OUT/bench.json" --output "$OUT/report" | head -60
 fi
 step "done"

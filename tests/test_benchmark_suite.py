@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 
 import pytest
 import torch
@@ -235,3 +236,29 @@ def test_compile_fresh_is_not_silently_eager_after_earlier_compilations():
         compile_fresh(f, backend=backend)(torch.randn(3, dtype=torch.float64))
         assert len(graphs) == 2
     torch._dynamo.reset()
+
+
+def test_the_benchmark_switch_measures_with_pytest_benchmarks_own_rounds(tmp_path):
+    """``pytest benchmarks/ --benchmark`` (what users are told to run) measures the
+    benchmarks only, for at least ``--benchmark-min-rounds`` rounds each."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/"]
+    argv += ["--benchmark", "--benchmark-min-rounds", "3", "--benchmark-max-time", "0"]
+    argv += ["-k", "test_temporal_adapter and eager and not fwdbwd", "--benchmark-json"]
+    result = subprocess.run(
+        [*argv, str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    runs = json.loads(out.read_text())["benchmarks"]
+    assert runs and all(len(b["stats"]["data"]) == 3 for b in runs), [b["name"] for b in runs]
+    assert all("median_ms" in b["extra_info"] for b in runs)
