@@ -621,3 +621,19 @@ def test_quiet_silences_diffusers_and_transformers_too(tmp_path, capfd):
     result = run_python(code)
     assert result.stdout.split()[-2:] == [str(logging.ERROR)] * 2
     assert "it/s" not in result.stderr  # no progress bars
+
+
+def test_messages_go_through_the_simda_logger(tmp_path, capsys):
+    """Library messages are ``logging`` records of the ``simda`` logger: the command prints
+    them as ``simda CMD: ...`` lines, ``--quiet`` drops them."""
+    data = tmp_path / "data"
+    toyworld.write_dataset(str(data), clips=1)
+    argv = ["train", "--data", str(data), "--frames", "2", "--steps", "1", "--batch-size", "1"]
+    argv += ["--checkpoint-every", "1", "--device", "cpu", "--output", str(tmp_path / "run")]
+    assert main([*argv, "--quiet"]) == 0
+    argv[argv.index("--steps") + 1] = "2"
+    assert main([*argv, "--resume", "--quiet"]) == 0
+    assert "resumed" not in capsys.readouterr().err
+    argv[argv.index("--steps") + 1] = "3"
+    assert main([*argv, "--resume"]) == 0
+    assert "simda train: resumed from the checkpoint at step 2" in capsys.readouterr().err

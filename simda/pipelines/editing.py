@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from simda.pipelines.tuning import (
 )
 
 RELEASED_GUIDANCE = 12.5  # guidance of the released editing settings
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -129,6 +131,7 @@ def inverted_latents(
     digest.update(frozen_fingerprint(pipe.unet, exclude=adapters.keys()))
     path = os.path.join(cache_dir, f"inverted-{digest.hexdigest()[:16]}.safetensors")
     if os.path.isfile(path):
+        logger.info("inverted latents from the cache: %s", path)
         return read_safetensors(path)[0]["latents"].to(latents)
     inverted = pipe.invert(latents, steps, prompt="")
     atomic_save({"latents": inverted}, path)

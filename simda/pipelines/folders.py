@@ -6,6 +6,7 @@ layout (before ``SimDAPipeline`` was a diffusers pipeline)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import diffusers
@@ -21,6 +22,7 @@ from simda.unet import inflate
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 #: ``format`` of model_index.json in folders of simda 0.1's own layout
 LEGACY_FORMAT = "simda-pipeline-1"
+logger = logging.getLogger(__name__)
 
 
 def check_model_folder(path: str) -> dict:
@@ -128,6 +130,7 @@ def load_parts(cls, path: str, index: dict, *, adapters=None, **kwargs):
         unet.train_module("conv_in")
     own = os.path.join(path, "adapters.safetensors")
     if index.get("format") == LEGACY_FORMAT:
+        logger.info("%s is in simda 0.1's layout; save_pretrained writes the current one", path)
         if not os.path.isfile(own):
             raise SimDAError(
                 f"model folder {path!r} was saved by simda but its adapters.safetensors is "

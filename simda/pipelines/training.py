@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import time
 import warnings
@@ -50,6 +51,8 @@ from simda.pipelines.tuning import (
     training,
 )
 from simda.video import VIDEO_SUFFIXES, read_video
+
+logger = logging.getLogger(__name__)
 
 
 class ClipDataset:
@@ -422,6 +425,8 @@ def train(
             "--resume) or write to another output folder (nothing was overwritten)"
         )
     state = load_checkpoint(checkpoint, unet, optimizer, config, clip) if resume else TrainState()
+    if resume:
+        logger.info("resumed from the checkpoint at step %d in %s", state.step, checkpoint)
     if state.grad_scaler and scaler.is_enabled():
         scaler.load_state_dict(state.grad_scaler)
     with training(unet, params, config.gradient_checkpointing):
