@@ -252,3 +252,20 @@ def test_deepcache_runs_on_a_simda_pipeline(pipe):
     assert len(calls) == 2  # the mid block ran on steps 0 and 3 only
     assert cached.shape == want.shape and not torch.equal(cached, want)
     assert torch.corrcoef(torch.stack([cached.flatten(), want.flatten()]))[0, 1] > 0.5
+
+
+def test_from_pretrained_takes_diffusers_arguments_and_the_built_in_model_loads_the_same_way(
+    tmp_path,
+):
+    import diffusers
+
+    from simda import toyworld
+    from simda.pipelines.t2v import dtype_argument
+
+    toy = diffusers.DiffusionPipeline.from_pretrained(toyworld.SHIPPED)
+    assert type(toy) is SimDAPipeline and toy.config.sampling["num_frames"] == 8
+    SimDAPipeline.from_preset("tiny").save_pretrained(str(tmp_path / "m"))
+    half = SimDAPipeline.from_pretrained(str(tmp_path / "m"), **dtype_argument(torch.bfloat16))
+    assert {half.unet.dtype, half.text_encoder.dtype, half.vae.dtype} == {torch.bfloat16}
+    legacy = SimDAPipeline.from_pretrained(str(tmp_path / "m"), torch_dtype=torch.bfloat16)
+    assert legacy.unet.dtype == torch.bfloat16  # diffusers' (deprecated there) name works too

@@ -4,6 +4,7 @@ weights): miniatures written in exactly that layout, since no real one can be do
 folder; ``bare_folder`` holds the same parts under a model_index.json that lists none."""
 
 import json
+import os
 import shutil
 
 import diffusers
@@ -139,3 +140,49 @@ def test_the_adapters_argument_takes_a_model_a_folder_or_a_file(sd_folder, tmp_p
         pipe = SimDAPipeline.from_pretrained(str(sd_folder), adapters=given)
         got = adapter_state_dict(pipe.unet)
         assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_a_folder_in_simda_01s_layout_loads_and_saves_in_the_current_one(tmp_path):
+    """simda 0.1 wrote its own layout: the image UNet without adapters, adapters.safetensors,
+    the tiny text stack in its own files, the settings in model_index.json."""
+    from safetensors.torch import save_file
+
+    from simda.checkpoint import save_adapters
+
+    pipe = SimDAPipeline.from_preset("tiny", seed=2)
+    with torch.no_grad():
+        for p in pipe.unet.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    old = tmp_path / "old"
+    image_weights = {
+        k.removeprefix("unet."): v for k, v in pipe.unet.state_dict().items() if "adapter" not in k
+    }
+    pipe.unet.unet.save_pretrained(str(old / "unet"))  # then overwritten without adapters
+    save_file(image_weights, str(old / "unet" / "diffusion_pytorch_model.safetensors"))
+    pipe.vae.save_pretrained(str(old / "vae"))
+    pipe.scheduler.save_pretrained(str(old / "scheduler"))
+    (old / "tokenizer").mkdir()
+    (old / "tokenizer" / "word_tokenizer.json").write_text(json.dumps(pipe.tokenizer.settings()))
+    (old / "text_encoder").mkdir()
+    settings = {k: pipe.text_encoder.config[k] for k in ("vocab_size", "dim", "max_length")}
+    settings.update(layers=1, heads=2, pooled=0.0)
+    (old / "text_encoder" / "config.json").write_text(json.dumps(settings))
+    text = {
+        k.replace("blocks.", "layers.", 1): v for k, v in pipe.text_encoder.state_dict().items()
+    }
+    save_file(
+        {k: v.contiguous() for k, v in text.items()},
+        str(old / "text_encoder" / "model.safetensors"),
+    )
+    save_adapters(pipe.unet, str(old / "adapters.safetensors"))
+    index = {"_class_name": "SimDAPipeline", "format": "simda-pipeline-1", "text": "tiny"}
+    index.update(lsa_layout="paper", temporal_act="gelu", sampling={"num_inference_steps": 3})
+    (old / "model_index.json").write_text(json.dumps(index))
+    loaded = SimDAPipeline.from_pretrained(str(old))
+    assert loaded.config.sampling == {"num_inference_steps": 3}
+    assert torch.equal(sample(loaded), sample(pipe))
+    loaded.save_pretrained(str(tmp_path / "new"))
+    assert torch.equal(sample(SimDAPipeline.from_pretrained(str(tmp_path / "new"))), sample(pipe))
+    os.remove(old / "adapters.safetensors")
+    with pytest.raises(SimDAError, match="adapters.safetensors is missing"):
+        SimDAPipeline.from_pretrained(str(old))

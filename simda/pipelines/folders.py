@@ -148,7 +148,8 @@ def load_parts(cls, path: str, index: dict, *, adapters=None, **kwargs):
         superres_scale=index.get("superres_scale"),
     )
     dtype = kwargs.get("torch_dtype", kwargs.get("dtype"))
-    if dtype is not None:
-        for module in (unet, text_encoder, vae):
+    for module in (unet, text_encoder, vae):
+        module.eval()  # as diffusers' from_pretrained leaves its models
+        if dtype is not None:
             torch.nn.Module.to(module, dtype)  # ModelMixin.to warns on every dtype
     return pipe
