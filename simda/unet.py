@@ -103,8 +103,9 @@ class VideoUNetOutput(BaseOutput):
 class VideoUNet(nn.Module):
     """An image ``UNet2DConditionModel`` with temporal layers, run on all frames of a video.
 
-    forward(sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, L, D))
-    -> ``VideoUNetOutput`` with ``.sample`` (B, C_out, F, H, W), or a 1-tuple with
+    forward(sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, L, D),
+    or (B, F, L, D) with a text per frame) -> ``VideoUNetOutput`` with ``.sample``
+    (B, C_out, F, H, W), or a 1-tuple with
     ``return_dict=False``, as diffusers' UNets. Frames are folded b-major into the image model's
     batch; the temporal layers read F and the latent size from the shared ``VideoContext``.
     """
@@ -149,10 +150,14 @@ class VideoUNet(nn.Module):
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
         self.context.frames, self.context.height, self.context.width = f, h, w
+        if encoder_hidden_states.ndim == 4:  # one text per frame
+            text = encoder_hidden_states.reshape(b * f, *encoder_hidden_states.shape[2:])
+        else:
+            text = encoder_hidden_states.repeat_interleave(f, dim=0)
         out = self.unet(
             sample.transpose(1, 2).reshape(b * f, c, h, w),
             timestep.repeat_interleave(f),
-            encoder_hidden_states.repeat_interleave(f, dim=0),
+            text,
             cross_attention_kwargs=cross_attention_kwargs,
         ).sample
         out = out.view(b, f, -1, h, w).transpose(1, 2)
@@ -171,18 +176,19 @@ class VideoUNet(nn.Module):
         if min(b, f, h, w) < 1:
             raise ValueError(f"sample needs B, F, H, W >= 1, got shape {tuple(sample.shape)}")
         d = self.config.cross_attention_dim
+        text = encoder_hidden_states
         if (
-            not isinstance(encoder_hidden_states, torch.Tensor)
-            or encoder_hidden_states.ndim != 3
-            or encoder_hidden_states.shape[0] != b
-            or encoder_hidden_states.shape[2] != d
+            not isinstance(text, torch.Tensor)
+            or text.ndim not in (3, 4)
+            or text.shape[0] != b
+            or text.shape[-1] != d
+            or (text.ndim == 4 and text.shape[1] != f)
         ):
-            got = (
-                tuple(encoder_hidden_states.shape)
-                if isinstance(encoder_hidden_states, torch.Tensor)
-                else type(encoder_hidden_states).__name__
+            got = tuple(text.shape) if isinstance(text, torch.Tensor) else type(text).__name__
+            raise ValueError(
+                f"encoder_hidden_states must be a tensor (B={b}, L, D={d}), or (B={b}, F={f}, "
+                f"L, D={d}) with a text per frame, got {got}"
             )
-            raise ValueError(f"encoder_hidden_states must be a tensor (B={b}, L, D={d}), got {got}")
         weight = next(self.unet.parameters())
         for name, t in (("sample", sample), ("encoder_hidden_states", encoder_hidden_states)):
             if t.device != weight.device:

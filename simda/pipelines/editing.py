@@ -71,9 +71,10 @@ def tune(
     """Train the adapters on one clip (uint8 (F, H, W, 3)) with its prompt, in place.
 
     Only the adapters train (``trainable_parameters``: not a LoRA or anything else loaded into
-    the image model). Afterwards, also when tuning fails or is interrupted, the UNet is in eval
-    mode with its ``requires_grad`` flags and gradient checkpointing as they were
-    (``tuning.training``)."""
+    the image model). With context windows on (``pipe.enable_free_noise``) a clip longer than
+    a window trains on one of its windows per step (memory of one window). Afterwards, also
+    when tuning fails or is interrupted, the UNet is in eval mode with its ``requires_grad``
+    flags and gradient checkpointing as they were (``tuning.training``)."""
     _check_clip(frames)
     check_count("steps", steps)
     check_prompt(prompt)
@@ -94,8 +95,14 @@ def tune(
         bar = tqdm(range(steps), desc="tuning", disable=not progress, leave=False)
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
+            g = step_generator(seed, step)
+            clip = latents
+            spans = pipe.context_windows(latents.shape[2])
+            if len(spans) > 1:  # a clip longer than a window: a random window per step
+                start, end = spans[torch.randint(len(spans), (1,), generator=g).item()]
+                clip = latents[:, :, start:end]
             with autocast(pipe, mixed_precision):
-                loss = diffusion_loss(pipe, latents, cond, step_generator(seed, step))
+                loss = diffusion_loss(pipe, clip, cond, g)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

@@ -31,6 +31,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from simda.checkpoint import SimDAAdapters, load_adapters
 from simda.errors import SimDAError
+from simda.pipelines import windows
 from simda.pipelines.folders import check_model_folder, lists_components, load_parts
 from simda.pipelines.pixel import SpaceToDepthAutoencoder
 from simda.pipelines.text import TinyTextEncoder, WordTokenizer, tokenize
@@ -389,10 +390,16 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
     def prepare_latents(self, shape, generator=None, latents=None) -> torch.Tensor:
-        """Fresh noise of ``shape`` (or the given ``latents``), on the execution device in the
+        """Fresh noise of ``shape`` (arranged for context windows when they are on, see
+        ``windows.arrange_noise``) or the given ``latents``, on the execution device in the
         UNet's dtype, scaled by the scheduler's initial sigma."""
         if latents is None:
             latents = draw_noise(shape, generator)
+            if self.free_noise_enabled:
+                length, free = self.context_length(), self._free_noise
+                latents = windows.arrange_noise(
+                    latents, length, free.context_stride, free.noise_type, generator
+                )
         latents = latents.to(device=self._execution_device, dtype=self.unet.dtype)
         return latents * self.scheduler.init_noise_sigma
 
@@ -417,10 +424,37 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         cross_attention_kwargs=None,
     ):
         """The guided model output at scheduler input ``latents`` (after
-        ``scale_model_input``); ``extra``: the super-resolution variant's condition."""
+        ``scale_model_input``); ``extra``: the super-resolution variant's condition. ``cond``
+        and ``uncond`` are (B, L, D), or (B, F, L, D) with one embedding per frame. With
+        context windows on (``enable_free_noise``) and more frames than a window, the UNet
+        runs window by window and the predictions are blended (``windows.blend_weights``)."""
+        frames = latents.shape[2]
+        spans = self.context_windows(frames)
+        if len(spans) == 1:
+            return self._guided(
+                latents, t, cond, uncond, guidance_scale, extra, cross_attention_kwargs
+            )
+        weights = windows.blend_weights(frames, spans, self._free_noise.weighting_scheme)
+        out = torch.zeros_like(latents)
+        for (a, b), w in zip(spans, weights, strict=True):
+            part = self._guided(
+                latents[:, :, a:b],
+                t,
+                _frames(cond, a, b),
+                _frames(uncond, a, b),
+                guidance_scale,
+                None if extra is None else extra[:, :, a:b],
+                cross_attention_kwargs,
+            )
+            out[:, :, a:b] += part * w.to(part)[None, None, :, None, None]
+        return out
+
+    def _guided(self, latents, t, cond, uncond, guidance_scale, extra, cross_attention_kwargs):
         x = latents if extra is None else torch.cat([latents, extra], 1)
         if uncond is None:
             return self.unet(x, t, cond, cross_attention_kwargs=cross_attention_kwargs).sample
+        if uncond.ndim != cond.ndim:  # one negative for every frame of per-frame prompts
+            uncond = uncond[:, None].expand(-1, cond.shape[1], -1, -1)
         both = self.unet(
             torch.cat([x, x]),
             t,
@@ -429,6 +463,57 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         ).sample
         out_u, out_c = both.chunk(2)
         return out_u + guidance_scale * (out_c - out_u)
+
+    # ------------------------------------------------------------------ long videos
+
+    def enable_free_noise(
+        self,
+        context_length: int | None = None,
+        context_stride: int = 4,
+        weighting_scheme: str = "pyramid",
+        noise_type: str = "shuffle_context",
+        prompt_interpolation_callback=None,
+    ) -> None:
+        """Context windows for clips longer than ``context_length`` frames (default: the clip
+        length the model was trained on, ``config.sampling["num_frames"]``), as diffusers'
+        FreeNoise: every step runs the UNet on windows of ``context_length`` frames, one every
+        ``context_stride`` frames, and blends their predictions (``weighting_scheme``:
+        ``"pyramid"``, ``"flat"``, ``"delayed_reverse_sawtooth"``, ``"context"``); the initial
+        noise follows ``noise_type`` (``"shuffle_context"``, ``"repeat_context"``,
+        ``"random"``). Memory stays that of one window; see ``simda.pipelines.windows``."""
+        self._free_noise = windows.FreeNoise(
+            context_length,
+            context_stride,
+            weighting_scheme,
+            noise_type,
+            prompt_interpolation_callback,
+        )
+        self.context_length()  # a model that records no clip length needs one given
+
+    def disable_free_noise(self) -> None:
+        self._free_noise = None
+
+    @property
+    def free_noise_enabled(self) -> bool:
+        return getattr(self, "_free_noise", None) is not None
+
+    def context_length(self) -> int:
+        """Frames per window: ``enable_free_noise``'s, else the trained clip length."""
+        given = self._free_noise.context_length if self.free_noise_enabled else None
+        length = given or self.config.sampling.get("num_frames")
+        if length is None:
+            raise SimDAError(
+                "context_length: this model records no clip length it was trained on "
+                '(config.sampling["num_frames"]): give enable_free_noise(context_length=...)'
+            )
+        return length
+
+    def context_windows(self, frames: int) -> list[tuple[int, int]]:
+        """The ``(start, end)`` windows a clip of ``frames`` frames is denoised in: the whole
+        clip when context windows are off or it fits in one."""
+        if not self.free_noise_enabled:
+            return [(0, frames)]
+        return windows.windows(frames, self.context_length(), self._free_noise.context_stride)
 
     @torch.no_grad()
     def denoise(
@@ -545,11 +630,15 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         prompts."""
         if (prompt is None) == (prompt_embeds is None):
             raise SimDAError("give exactly one of prompt and prompt_embeds")
-        if prompt is not None:
+        if isinstance(prompt, dict):
+            windows.check_prompt_schedule(prompt, num_frames)
+            batch = 1
+        elif prompt is not None:
             prompts = [prompt] if isinstance(prompt, str) else prompt
             if not isinstance(prompts, list | tuple) or not prompts:
                 raise SimDAError(
-                    f"prompt must be a string or a non-empty list of strings, got {prompt!r}"
+                    "prompt must be a string, a non-empty list of strings or a dict "
+                    f"{{frame: prompt}}, got {prompt!r}"
                 )
             for p in prompts:
                 check_prompt(p)
@@ -615,6 +704,13 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
             raise SimDAError(
                 f"cross_attention_kwargs must be a dict or None, got {cross_attention_kwargs!r}"
             )
+        if self.free_noise_enabled:
+            given = self._free_noise.context_length
+            if given is not None and given > num_frames:
+                raise SimDAError(
+                    f"context_length {given} is longer than the clip ({num_frames} frames): "
+                    "give a shorter one, or disable_free_noise()"
+                )
         self.unet.check_layers()
         self.check_scheduler()
         return batch
@@ -672,6 +768,8 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         decode_chunk_size: int = 16,
     ):
         """Sample ``num_frames`` frames for each prompt (``num_videos_per_prompt`` videos each).
+        ``prompt`` may be a dict ``{frame: prompt}``: prompts over time, the text embedding of
+        each frame interpolated between the keyed ones (``windows.interpolate_prompts``).
 
         Settings left None take the model's recommendation (``sampling_defaults``), else
         diffusers' (16 frames, 50 steps, guidance 7.5, the UNet's sample size). ``latents``:
@@ -711,6 +809,17 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         self._interrupt = False
         guided = guidance_scale > 1.0
         lora_scale = (cross_attention_kwargs or {}).get("scale")
+        if isinstance(prompt, dict):  # prompts over time: one text embedding per frame
+            keys = sorted(prompt)
+            embeds = self.embed_prompts([prompt[k] for k in keys])
+            callback = (
+                self._free_noise.prompt_interpolation_callback if self.free_noise_enabled else None
+            )
+            keyed = {k: embeds[i : i + 1] for i, k in enumerate(keys)}
+            prompt, prompt_embeds = (
+                None,
+                windows.interpolate_prompts(keyed, num_frames, callback, self),
+            )
         cond, uncond = self.encode_prompt(
             prompt,
             self._execution_device,
@@ -738,6 +847,11 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         frames = self.postprocess(latents, output_type, decode_chunk_size)
         self.maybe_free_model_hooks()
         return SimDAPipelineOutput(frames=frames) if return_dict else (frames,)
+
+
+def _frames(embeds, start: int, end: int):
+    """Per-frame embeddings (B, F, L, D) of frames ``start:end``; (B, L, D) ones as they are."""
+    return embeds[:, start:end] if embeds is not None and embeds.ndim == 4 else embeds
 
 
 def dtype_argument(dtype: torch.dtype) -> dict:
