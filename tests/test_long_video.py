@@ -191,3 +191,24 @@ def test_super_resolution_of_a_long_clip_runs_in_windows(pipe, monkeypatch):
     low = toyworld.sample(1, frames=7, size=32)[0]
     out = upscale(pipe, low, "", num_inference_steps=2)
     assert out.shape == (7, 64, 64, 3) and max(seen) == 4
+
+
+def test_the_command_turns_windows_on_for_long_clips_and_takes_prompts_at_frames(tmp_path, capsys):
+    import json
+
+    from simda.cli import common, main
+
+    assert common.WEIGHTINGS == W.WEIGHTINGS
+    out = str(tmp_path / "out")
+    argv = ["generate", "a red circle moving right", "--steps", "2", "--output", out]
+    argv += ["--prompt-at", "6:a blue circle moving right", "--name", "long"]
+    assert main([*argv, "--frames", "12", "--context-stride", "3", "--weighting", "context"]) == 0
+    err = capsys.readouterr().err
+    known = json.load(open(f"{out}/long.json"))
+    assert "context windows of" in err and "every 3, blended context" in err
+    assert known["frames"] == 12 and known["prompt_at"] == [[6, "a blue circle moving right"]]
+    assert main([*argv, "--frames", "8"]) == 0
+    assert "context windows" not in capsys.readouterr().err  # fits in one window
+    with pytest.raises(SystemExit):
+        main([*argv, "--prompt-at", "x:y"])
+    assert "--prompt-at: must be FRAME:TEXT" in capsys.readouterr().err

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import torch
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # names in torch
+#: simda.pipelines.windows.WEIGHTINGS, spelled out: the parser is built without torch (tested)
+WEIGHTINGS = ("pyramid", "flat", "delayed_reverse_sawtooth", "context")
 logger = logging.getLogger("simda")
 
 
@@ -283,6 +285,46 @@ def add_size(p, what: str = "the model's recommendation") -> None:
             help=f"{side} in pixels, beside or instead of --size (default: {what})",
         )
     p.set_defaults(height_given=False, width_given=False)
+
+
+def add_context(p) -> None:
+    """Context-window options (clips longer than the model's training clips)."""
+    p.add_argument(
+        "--context-frames",
+        type=positive_int,
+        help="frames per context window (default: the clip length the model was trained on); "
+        "windows turn on by themselves for longer clips",
+    )
+    p.add_argument(
+        "--context-stride",
+        type=positive_int,
+        default=4,
+        help="frames between the starts of two windows (default 4)",
+    )
+    p.add_argument(
+        "--weighting",
+        choices=WEIGHTINGS,
+        default="pyramid",
+        help="how overlapping windows are blended (default pyramid)",
+    )
+
+
+def apply_context(args, pipe, frames: int) -> None:
+    """Context windows on when ``frames`` exceed a window (``--context-frames``, else the
+    model's clip length), said in one line."""
+    length = args.context_frames or pipe.config.sampling.get("num_frames")
+    if length is None or frames <= length:
+        return
+    pipe.enable_free_noise(length, args.context_stride, args.weighting)
+    logger.info(
+        "%d frames, more than the %d-frame clips the model knows: context windows of %d "
+        "frames every %d, blended %s",
+        frames,
+        length,
+        length,
+        args.context_stride,
+        args.weighting,
+    )
 
 
 def add_mixed_precision(p) -> None:

@@ -27,6 +27,7 @@ def register(sub) -> None:
         "--lr", type=common.positive_float, default=5e-5, help="AdamW learning rate (default 5e-5)"
     )
     common.add_mixed_precision(p)
+    common.add_context(p)
     p.set_defaults(func=run)
 
 
@@ -40,6 +41,7 @@ def run(args) -> int:
         args.guidance = edit_guidance(pipe)
     common.resolve_sampling(args, pipe)
     frames = read_video(args.video, args.frames, (args.height, args.width))
+    common.apply_context(args, pipe, len(frames))
     result = edit_video(
         pipe,
         frames,

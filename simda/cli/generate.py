@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from simda.cli import common
@@ -13,7 +14,27 @@ def register(sub) -> None:
     common.add_common(p)
     common.add_sampling(p)
     p.add_argument("--negative", default=None, help="negative prompt (default: none)")
+    p.add_argument(
+        "--prompt-at",
+        action="append",
+        metavar="FRAME:TEXT",
+        type=_keyed_prompt,
+        help="from frame FRAME on, the prompt moves toward TEXT (repeatable; the plain prompt "
+        "holds at frame 0 unless one is keyed there)",
+    )
+    common.add_context(p)
     p.set_defaults(func=run)
+
+
+def _keyed_prompt(text: str) -> tuple[int, str]:
+    frame, sep, prompt = text.partition(":")
+    try:
+        index = int(frame)
+    except ValueError:
+        index = -1
+    if not sep or index < 0 or not prompt.strip():
+        raise argparse.ArgumentTypeError(f"must be FRAME:TEXT with FRAME >= 0, got {text!r}")
+    return index, prompt.strip()
 
 
 def run(args) -> int:
@@ -23,9 +44,13 @@ def run(args) -> int:
 
     pipe = common.load_pipeline(args)
     common.resolve_sampling(args, pipe)
+    common.apply_context(args, pipe, args.frames)
+    prompt = args.prompt
+    if args.prompt_at:
+        prompt = {0: args.prompt, **dict(args.prompt_at)}
     start = time.perf_counter()
     out = pipe(
-        args.prompt,
+        prompt,
         num_frames=args.frames,
         height=args.height,
         width=args.width,

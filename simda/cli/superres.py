@@ -18,6 +18,7 @@ def register(sub) -> None:
     )
     common.add_common(p)
     common.add_sampling(p, superres=True)
+    common.add_context(p)
     p.set_defaults(func=run)
 
 
@@ -39,6 +40,7 @@ def run(args) -> int:
         )
         make_superres(pipe)
     common.resolve_sampling(args, pipe)
+    common.apply_context(args, pipe, len(low))
     args.scale = args.scale or pipe.config.superres_scale or 2
     frames = upscale(
         pipe,
