@@ -9,8 +9,6 @@ diffusers offers for SD-1.x, and returns frames as diffusers' video pipelines do
 
 import contextlib
 import inspect
-import math
-import numbers
 import os
 
 import numpy as np
@@ -32,6 +30,14 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from simda.checkpoint import SimDAAdapters, load_adapters
 from simda.errors import SimDAError
 from simda.pipelines import windows
+from simda.pipelines.checks import (
+    check_embeds,
+    check_generator,
+    check_number,
+    check_prompt,
+    check_rgb_frames,
+    is_int,
+)
 from simda.pipelines.folders import check_model_folder, lists_components, load_parts
 from simda.pipelines.pixel import SpaceToDepthAutoencoder
 from simda.pipelines.text import TinyTextEncoder, WordTokenizer, tokenize
@@ -80,7 +86,12 @@ def draw_noise(shape, generator=None, device="cpu", dtype=torch.float32) -> torc
     return noise.to(device=device, dtype=dtype)
 
 
-class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin):
+class SimDAPipeline(
+    DiffusionPipeline,
+    StableDiffusionLoraLoaderMixin,
+    TextualInversionLoaderMixin,
+    windows.FreeNoiseMixin,
+):
     """Text-to-video with SimDA: text encoder, tokenizer, VAE, the SimDA video UNet and any
     diffusers scheduler.
 
@@ -265,7 +276,7 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
     def check_steps(self, num_inference_steps) -> None:
         """Denoising steps: an int in 1 .. the scheduler's training timesteps."""
         limit = self.scheduler.config.num_train_timesteps
-        if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= limit:
+        if not is_int(num_inference_steps) or not 1 <= num_inference_steps <= limit:
             raise SimDAError(
                 f"num_inference_steps must be an int in 1..{limit}, got {num_inference_steps!r}"
             )
@@ -273,7 +284,7 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
     def check_size(self, num_frames, height, width) -> None:
         factor = self.vae_scale_factor
         for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
-            if not _is_int(value):
+            if not is_int(value):
                 raise SimDAError(f"{name} must be an int, got {value!r}")
         if num_frames < 1:
             raise SimDAError(f"num_frames must be >= 1, got {num_frames}")
@@ -464,57 +475,6 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
         out_u, out_c = both.chunk(2)
         return out_u + guidance_scale * (out_c - out_u)
 
-    # ------------------------------------------------------------------ long videos
-
-    def enable_free_noise(
-        self,
-        context_length: int | None = None,
-        context_stride: int = 4,
-        weighting_scheme: str = "pyramid",
-        noise_type: str = "shuffle_context",
-        prompt_interpolation_callback=None,
-    ) -> None:
-        """Context windows for clips longer than ``context_length`` frames (default: the clip
-        length the model was trained on, ``config.sampling["num_frames"]``), as diffusers'
-        FreeNoise: every step runs the UNet on windows of ``context_length`` frames, one every
-        ``context_stride`` frames, and blends their predictions (``weighting_scheme``:
-        ``"pyramid"``, ``"flat"``, ``"delayed_reverse_sawtooth"``, ``"context"``); the initial
-        noise follows ``noise_type`` (``"shuffle_context"``, ``"repeat_context"``,
-        ``"random"``). Memory stays that of one window; see ``simda.pipelines.windows``."""
-        self._free_noise = windows.FreeNoise(
-            context_length,
-            context_stride,
-            weighting_scheme,
-            noise_type,
-            prompt_interpolation_callback,
-        )
-        self.context_length()  # a model that records no clip length needs one given
-
-    def disable_free_noise(self) -> None:
-        self._free_noise = None
-
-    @property
-    def free_noise_enabled(self) -> bool:
-        return getattr(self, "_free_noise", None) is not None
-
-    def context_length(self) -> int:
-        """Frames per window: ``enable_free_noise``'s, else the trained clip length."""
-        given = self._free_noise.context_length if self.free_noise_enabled else None
-        length = given or self.config.sampling.get("num_frames")
-        if length is None:
-            raise SimDAError(
-                "context_length: this model records no clip length it was trained on "
-                '(config.sampling["num_frames"]): give enable_free_noise(context_length=...)'
-            )
-        return length
-
-    def context_windows(self, frames: int) -> list[tuple[int, int]]:
-        """The ``(start, end)`` windows a clip of ``frames`` frames is denoised in: the whole
-        clip when context windows are off or it fits in one."""
-        if not self.free_noise_enabled:
-            return [(0, frames)]
-        return windows.windows(frames, self.context_length(), self._free_noise.context_stride)
-
     @torch.no_grad()
     def denoise(
         self,
@@ -677,7 +637,7 @@ class SimDAPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, TextualIn
             ("num_videos_per_prompt", num_videos_per_prompt),
             ("decode_chunk_size", decode_chunk_size),
         ):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise SimDAError(f"{name} must be an int >= 1, got {value!r}")
         videos = batch * num_videos_per_prompt
         check_generator(generator, videos)
@@ -861,66 +821,6 @@ def dtype_argument(dtype: torch.dtype) -> dict:
     from diffusers.pipelines import pipeline_utils
 
     return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def check_number(name: str, value, minimum: float | None = None) -> None:
-    """``value`` is a finite real number (not a bool), at least ``minimum``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or (minimum is not None and value < minimum)
-    ):
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise SimDAError(f"{name} must be a finite number{bound}, got {value!r}")
-
-
-def check_embeds(name: str, embeds, dim: int) -> None:
-    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or embeds.shape[2] != dim:
-        got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
-        raise SimDAError(f"{name} must be a tensor (B, L, {dim}), got {got}")
-
-
-def check_rgb_frames(frames, name: str, ndims: tuple[int, ...], layout: str) -> None:
-    """``frames`` is a uint8 numpy array of one of ``ndims`` dimensions, RGB last."""
-    if (
-        not isinstance(frames, np.ndarray)
-        or frames.dtype != np.uint8
-        or frames.ndim not in ndims
-        or frames.shape[-1] != 3
-    ):
-        what = (
-            f"{frames.dtype} array of shape {frames.shape}"
-            if isinstance(frames, np.ndarray)
-            else type(frames).__name__
-        )
-        raise SimDAError(f"{name} must be a uint8 RGB array {layout}, got {what}")
-
-
-def check_prompt(prompt, name: str = "prompt") -> None:
-    if not isinstance(prompt, str):
-        raise SimDAError(f"{name} must be a string, got {type(prompt).__name__} {prompt!r}")
-
-
-def check_generator(generator, videos: int | None = None) -> None:
-    """``generator`` is None, a ``torch.Generator`` or a list of ``videos`` of them."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return
-    if (
-        isinstance(generator, list | tuple)
-        and all(isinstance(g, torch.Generator) for g in generator)
-        and (videos is None or len(generator) == videos)
-    ):
-        return
-    count = f"a list of {videos} (one per video)" if videos is not None else "a list of them"
-    raise SimDAError(
-        f"generator must be None, a torch.Generator (e.g. torch.Generator().manual_seed(0)) or "
-        f"{count}, got {generator!r}"
-    )
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

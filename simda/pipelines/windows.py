@@ -22,13 +22,13 @@ Weights of a window's positions ``i = 0 .. L-1`` (before the per-frame normalisa
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from simda.errors import SimDAError
+from simda.pipelines.checks import is_int
 
 WEIGHTINGS = ("pyramid", "flat", "delayed_reverse_sawtooth", "context")
 NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
@@ -50,9 +50,7 @@ class FreeNoise:
     def __post_init__(self):
         for name in ("context_length", "context_stride"):
             value = getattr(self, name)
-            if (value is not None or name == "context_stride") and (
-                not _is_int(value) or value < 1
-            ):
+            if (value is not None or name == "context_stride") and (not is_int(value) or value < 1):
                 raise SimDAError(f"{name} must be an int >= 1, got {value!r}")
         if self.context_length is not None and self.context_stride > self.context_length:
             raise SimDAError(
@@ -68,10 +66,6 @@ class FreeNoise:
         callback = self.prompt_interpolation_callback
         if callback is not None and not callable(callback):
             raise SimDAError(f"prompt_interpolation_callback must be callable, got {callback!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def windows(frames: int, length: int, stride: int) -> list[tuple[int, int]]:
@@ -142,7 +136,7 @@ def check_prompt_schedule(schedule, frames: int) -> None:
             f"a prompt schedule is a non-empty dict {{frame: prompt}}, got {schedule!r}"
         )
     for frame, prompt in schedule.items():
-        if not _is_int(frame) or not 0 <= frame < frames:
+        if not is_int(frame) or not 0 <= frame < frames:
             raise SimDAError(
                 f"prompt schedule keys must be frame indices in 0..{frames - 1}, got {frame!r}"
             )
@@ -175,3 +169,57 @@ def interpolate_prompts(
             t = torch.linspace(0, 1, b - a + 1, dtype=out.dtype, device=out.device)
             out[:, a : b + 1] = torch.lerp(keyed[a][:, None], keyed[b][:, None], t[:, None, None])
     return out
+
+
+class FreeNoiseMixin:
+    """``enable_free_noise`` / ``disable_free_noise`` of a pipeline whose config records the
+    clip length its model was trained on (``config.sampling["num_frames"]``)."""
+
+    def enable_free_noise(
+        self,
+        context_length: int | None = None,
+        context_stride: int = 4,
+        weighting_scheme: str = "pyramid",
+        noise_type: str = "shuffle_context",
+        prompt_interpolation_callback=None,
+    ) -> None:
+        """Context windows for clips longer than ``context_length`` frames (default: the clip
+        length the model was trained on, ``config.sampling["num_frames"]``), as diffusers'
+        FreeNoise: every step runs the UNet on windows of ``context_length`` frames, one every
+        ``context_stride`` frames, and blends their predictions (``weighting_scheme``:
+        ``"pyramid"``, ``"flat"``, ``"delayed_reverse_sawtooth"``, ``"context"``); the initial
+        noise follows ``noise_type`` (``"shuffle_context"``, ``"repeat_context"``,
+        ``"random"``). Memory stays that of one window; see ``simda.pipelines.windows``."""
+        self._free_noise = FreeNoise(
+            context_length,
+            context_stride,
+            weighting_scheme,
+            noise_type,
+            prompt_interpolation_callback,
+        )
+        self.context_length()  # a model that records no clip length needs one given
+
+    def disable_free_noise(self) -> None:
+        self._free_noise = None
+
+    @property
+    def free_noise_enabled(self) -> bool:
+        return getattr(self, "_free_noise", None) is not None
+
+    def context_length(self) -> int:
+        """Frames per window: ``enable_free_noise``'s, else the trained clip length."""
+        given = self._free_noise.context_length if self.free_noise_enabled else None
+        length = given or self.config.sampling.get("num_frames")
+        if length is None:
+            raise SimDAError(
+                "context_length: this model records no clip length it was trained on "
+                '(config.sampling["num_frames"]): give enable_free_noise(context_length=...)'
+            )
+        return length
+
+    def context_windows(self, frames: int) -> list[tuple[int, int]]:
+        """The ``(start, end)`` windows a clip of ``frames`` frames is denoised in: the whole
+        clip when context windows are off or it fits in one."""
+        if not self.free_noise_enabled:
+            return [(0, frames)]
+        return windows(frames, self.context_length(), self._free_noise.context_stride)
