@@ -19,13 +19,8 @@ from tqdm.auto import tqdm
 
 from simda.checkpoint import adapter_state_dict, atomic_save, read_safetensors
 from simda.errors import SimDAError
-from simda.pipelines.t2v import (
-    SimDAPipeline,
-    check_number,
-    check_prompt,
-    progress_bars,
-    to_uint8,
-)
+from simda.pipelines.checks import check_number, check_prompt
+from simda.pipelines.t2v import SimDAPipeline, progress_bars, to_uint8
 from simda.pipelines.tuning import (
     autocast,
     check_count,

@@ -16,13 +16,8 @@ import torch
 import torch.nn as nn
 
 from simda.errors import SimDAError
-from simda.pipelines.t2v import (
-    SimDAPipeline,
-    check_generator,
-    check_prompt,
-    check_rgb_frames,
-    to_uint8,
-)
+from simda.pipelines.checks import check_generator, check_prompt, check_rgb_frames
+from simda.pipelines.t2v import SimDAPipeline, to_uint8
 from simda.video import resize_frames
 
 
