@@ -212,3 +212,28 @@ def test_the_command_turns_windows_on_for_long_clips_and_takes_prompts_at_frames
     with pytest.raises(SystemExit):
         main([*argv, "--prompt-at", "x:y"])
     assert "--prompt-at: must be FRAME:TEXT" in capsys.readouterr().err
+
+
+def test_batched_windows_give_the_same_clip(pipe, monkeypatch):
+    pipe.enable_free_noise(context_stride=2)
+    one = latents(pipe, frames=11, guidance_scale=3.0)
+    seen = frames_seen(pipe, monkeypatch)
+    sizes = []
+    forward = type(pipe.unet).forward
+
+    def spy(self, sample, *args, **kwargs):
+        sizes.append(sample.shape[0])
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe.unet), "forward", spy)
+    pipe.enable_free_noise(context_stride=2, window_batch=3)
+    batched = latents(pipe, frames=11, guidance_scale=3.0)
+    torch.testing.assert_close(batched, one, rtol=1e-4, atol=1e-5)
+    windows = len(W.windows(11, 4, 2))  # 5: calls of 3 and 2 windows, x2 for guidance
+    assert sizes == [2 * min(3, windows - i) for i in range(0, windows, 3)] * 2  # 2 steps
+    assert not seen or max(seen) == 4
+    prompts = latents(pipe, prompt={0: "a", 10: "b"}, frames=11)
+    pipe.enable_free_noise(context_stride=2)
+    torch.testing.assert_close(
+        latents(pipe, prompt={0: "a", 10: "b"}, frames=11), prompts, rtol=1e-4, atol=1e-5
+    )

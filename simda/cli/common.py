@@ -307,6 +307,12 @@ def add_context(p) -> None:
         default="pyramid",
         help="how overlapping windows are blended (default pyramid)",
     )
+    p.add_argument(
+        "--window-batch",
+        type=positive_int,
+        default=4,
+        help="windows per UNet call (memory of that many windows; default 4)",
+    )
 
 
 def apply_context(args, pipe, frames: int) -> None:
@@ -315,7 +321,9 @@ def apply_context(args, pipe, frames: int) -> None:
     length = args.context_frames or pipe.config.sampling.get("num_frames")
     if length is None or frames <= length:
         return
-    pipe.enable_free_noise(length, args.context_stride, args.weighting)
+    pipe.enable_free_noise(
+        length, args.context_stride, args.weighting, window_batch=args.window_batch
+    )
     logger.info(
         "%d frames, more than the %d-frame clips the model knows: context windows of %d "
         "frames every %d, blended %s",

@@ -447,17 +447,26 @@ class SimDAPipeline(
             )
         weights = windows.blend_weights(frames, spans, self._free_noise.weighting_scheme)
         out = torch.zeros_like(latents)
-        for (a, b), w in zip(spans, weights, strict=True):
-            part = self._guided(
-                latents[:, :, a:b],
+        size = self._free_noise.window_batch
+        for first in range(0, len(spans), size):  # window_batch windows per UNet call
+            group = spans[first : first + size]
+
+            def stacked(x, group=group):  # the windows' frames of x, stacked on the batch
+                if x is None or x.ndim == 3:  # one text for every frame
+                    return None if x is None else torch.cat([x] * len(group))
+                return torch.cat([x[:, :, a:b] if x.ndim == 5 else x[:, a:b] for a, b in group])
+
+            parts = self._guided(
+                stacked(latents),
                 t,
-                _frames(cond, a, b),
-                _frames(uncond, a, b),
+                stacked(cond),
+                stacked(uncond),
                 guidance_scale,
-                None if extra is None else extra[:, :, a:b],
+                stacked(extra),
                 cross_attention_kwargs,
-            )
-            out[:, :, a:b] += part * w.to(part)[None, None, :, None, None]
+            ).chunk(len(group))
+            for (a, b), w, part in zip(group, weights[first : first + size], parts, strict=True):
+                out[:, :, a:b] += part * w.to(part)[None, None, :, None, None]
         return out
 
     def _guided(self, latents, t, cond, uncond, guidance_scale, extra, cross_attention_kwargs):

@@ -46,11 +46,12 @@ class FreeNoise:
     weighting_scheme: str = "pyramid"
     noise_type: str = "shuffle_context"
     prompt_interpolation_callback: Callable | None = None
+    window_batch: int = 1
 
     def __post_init__(self):
-        for name in ("context_length", "context_stride"):
+        for name in ("context_length", "context_stride", "window_batch"):
             value = getattr(self, name)
-            if (value is not None or name == "context_stride") and (not is_int(value) or value < 1):
+            if (value is not None or name != "context_length") and (not is_int(value) or value < 1):
                 raise SimDAError(f"{name} must be an int >= 1, got {value!r}")
         if self.context_length is not None and self.context_stride > self.context_length:
             raise SimDAError(
@@ -182,6 +183,7 @@ class FreeNoiseMixin:
         weighting_scheme: str = "pyramid",
         noise_type: str = "shuffle_context",
         prompt_interpolation_callback=None,
+        window_batch: int = 1,
     ) -> None:
         """Context windows for clips longer than ``context_length`` frames (default: the clip
         length the model was trained on, ``config.sampling["num_frames"]``), as diffusers'
@@ -189,13 +191,16 @@ class FreeNoiseMixin:
         ``context_stride`` frames, and blends their predictions (``weighting_scheme``:
         ``"pyramid"``, ``"flat"``, ``"delayed_reverse_sawtooth"``, ``"context"``); the initial
         noise follows ``noise_type`` (``"shuffle_context"``, ``"repeat_context"``,
-        ``"random"``). Memory stays that of one window; see ``simda.pipelines.windows``."""
+        ``"random"``). Memory stays that of ``window_batch`` windows (run by one UNet call: on
+        a CPU a few windows per call save most of the per-call time); see
+        ``simda.pipelines.windows``."""
         self._free_noise = FreeNoise(
             context_length,
             context_stride,
             weighting_scheme,
             noise_type,
             prompt_interpolation_callback,
+            window_batch,
         )
         self.context_length()  # a model that records no clip length needs one given
 
