@@ -190,13 +190,18 @@ class VideoUNet(nn.Module):
                 f"L, D={d}) with a text per frame, got {got}"
             )
         weight = next(self.unet.parameters())
-        for name, t in (("sample", sample), ("encoder_hidden_states", encoder_hidden_states)):
-            if t.device != weight.device:
-                raise ValueError(
-                    f"{name} is on {t.device} but the UNet's weights are on {weight.device}"
-                )
-        if not torch.is_autocast_enabled(sample.device.type):
-            for name, t in (("sample", sample), ("encoder_hidden_states", encoder_hidden_states)):
+        given = (("sample", sample), ("encoder_hidden_states", encoder_hidden_states))
+        # weights on meta are offloaded (accelerate's hooks bring them at call time); storage
+        # dtypes that do not compute (fp8 of layerwise casting) are cast by their own hooks
+        if weight.device.type != "meta":
+            for name, t in given:
+                if t.device != weight.device:
+                    raise ValueError(
+                        f"{name} is on {t.device} but the UNet's weights are on {weight.device}"
+                    )
+        compute = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        if not torch.is_autocast_enabled(sample.device.type) and weight.dtype in compute:
+            for name, t in given:
                 if t.dtype != weight.dtype:
                     raise TypeError(
                         f"{name} is {t.dtype} but the UNet's weights are {weight.dtype}"

@@ -80,7 +80,8 @@ def test_videos_per_prompt_and_one_generator_per_video(pipe):
         output_type="latent",
     )
     assert together.shape == (4, 4, 3, 8, 8)
-    for i, (prompt, seed) in enumerate([("a red circle", 0), ("a red circle", 1)]):
+    videos = [("a red circle", 0), ("a red circle", 1), ("a blue square", 2), ("a blue square", 3)]
+    for i, (prompt, seed) in enumerate(videos):
         alone = call(pipe, prompt=prompt, seed=seed, output_type="latent")
         torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(together[0], together[1])
@@ -113,12 +114,41 @@ def test_callback_on_step_end_sees_and_changes_the_latents(pipe):
     assert [s[1] for s in seen] == pipe.scheduler.timesteps.tolist()
     assert torch.count_nonzero(zeroed) == 0
 
+    steps = []
+
     def stop(p, i, t, tensors):
+        steps.append(i)
         p._interrupt = True
         return {}
 
     pipe("x", num_frames=1, num_inference_steps=5, callback_on_step_end=stop, output_type="latent")
-    assert pipe.num_timesteps == 5  # it stopped after the first of them
+    assert steps == [0]  # it stopped after the first of 5 steps
+
+    pipe.set_progress_bar_config(disable=True)
+    after = []  # the next denoising loop starts afresh: all of its steps run
+    call(pipe, callback_on_step_end=lambda p, i, t, k: after.append(i) or {})
+    assert after == [0, 1]
+    assert not pipe.interrupt
+
+
+def test_diffusers_callback_objects_work(pipe):
+    """``SDCFGCutoffCallback`` names the tensors it needs and turns guidance off mid-way."""
+    from diffusers.callbacks import SDCFGCutoffCallback
+
+    guidance = []
+    predict = pipe.predict_noise
+
+    def spy(latents, t, cond, uncond=None, *args, **kwargs):
+        guidance.append(uncond is not None)
+        return predict(latents, t, cond, uncond, *args, **kwargs)
+
+    pipe.predict_noise = spy
+    try:
+        cutoff = SDCFGCutoffCallback(cutoff_step_ratio=None, cutoff_step_index=1)
+        call(pipe, num_inference_steps=4, callback_on_step_end=cutoff, guidance_scale=5.0)
+    finally:
+        del pipe.predict_noise
+    assert guidance == [True, True, False, False]
 
 
 def test_decode_chunk_size_and_vae_slicing_change_nothing(pipe):
@@ -143,14 +173,34 @@ def test_components_and_dtype(pipe):
     assert call(half).dtype == np.float32
 
 
-def test_model_cpu_offload_runs_every_model_on_its_device(pipe):
-    """``enable_model_cpu_offload`` as in diffusers (here onto the CPU itself: no GPU)."""
+def test_model_cpu_offload_installs_and_samples_the_same(pipe):
+    """``enable_model_cpu_offload`` as in diffusers, here onto the CPU itself (the hooks and the
+    execution device; moving to a GPU is the GPU test's)."""
     offloaded = SimDAPipeline.from_preset("tiny", seed=0)
     offloaded.set_progress_bar_config(disable=True)
     want = call(offloaded, output_type="latent")
     offloaded.enable_model_cpu_offload(device="cpu")
     assert offloaded._execution_device.type == "cpu"
     torch.testing.assert_close(call(offloaded, output_type="latent"), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_model_cpu_offload_moves_each_model_to_the_gpu_when_it_runs():
+    offloaded = SimDAPipeline.from_preset("tiny", seed=0)
+    offloaded.set_progress_bar_config(disable=True)
+    want = call(offloaded.to("cuda"), output_type="latent").cpu()
+    offloaded.to("cpu").enable_model_cpu_offload()
+    assert offloaded._execution_device.type == "cuda" and offloaded.unet.device.type == "cpu"
+    torch.testing.assert_close(call(offloaded, output_type="latent").cpu(), want)
+
+
+def test_a_super_resolution_model_is_sampled_with_upscale(pipe):
+    from simda.pipelines import make_superres
+
+    model = make_superres(SimDAPipeline.from_preset("tiny"), 2)
+    with pytest.raises(SimDAError, match="super-resolution model .*upscale"):
+        call(model)
 
 
 def test_defaults_come_from_the_model_then_diffusers(pipe):

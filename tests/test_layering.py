@@ -112,9 +112,9 @@ def test_the_kernels_never_import_the_model():
     files = modules("simda_kernels")
     for module, path in files.items():
         tree = ast.parse(open(path).read())
-        names = [
-            n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-        ] + [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + [
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        ]
         assert not any(name.split(".")[0] == "simda" for name in names), module
     assert edges
 

@@ -122,6 +122,14 @@ def test_bad_settings_are_one_clear_error(pipe, settings, match):
         pipe.enable_free_noise(**settings)
 
 
+def test_a_stride_beyond_the_models_clip_length_is_refused(pipe):
+    """The model's clip length is 4: a stride of 6 would leave frames without a window."""
+    with pytest.raises(
+        SimDAError, match="context_stride .6. must be at most the context length .4"
+    ):
+        pipe.enable_free_noise(context_stride=6)
+
+
 def test_a_context_longer_than_the_clip_and_a_model_without_a_clip_length(pipe, monkeypatch):
     pipe.enable_free_noise(context_length=4)
     monkeypatch.setattr(pipe, "embed_prompts", lambda *a: pytest.fail("work began"))
@@ -141,19 +149,15 @@ def test_prompts_over_time_interpolate_per_frame():
     assert per_frame[0, :, 0, 0].tolist() == [0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
     calls = []
 
-    def step(pipe, start, end, first, last):  # a hard switch halfway
+    def step(start, end, first, last):  # a hard switch halfway (diffusers' signature)
         calls.append((start, end))
         n = end - start + 1
-        return torch.cat(
-            [
-                first[:, None].expand(-1, n // 2, -1, -1),
-                last[:, None].expand(-1, n - n // 2, -1, -1),
-            ],
-            1,
-        )
+        return torch.cat([first.expand(n // 2, -1, -1), last.expand(n - n // 2, -1, -1)])
 
     switched = W.interpolate_prompts({2: a, 6: b}, 9, step)
     assert calls == [(2, 6)] and switched[0, :, 0, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    with pytest.raises(SimDAError, match="must return .5, L, D. = .5, 2, 3. for frames 2..6"):
+        W.interpolate_prompts({2: a, 6: b}, 9, lambda *args: a)
 
 
 def test_a_prompt_schedule_conditions_each_frame(pipe, monkeypatch):
@@ -182,6 +186,11 @@ def test_editing_a_long_clip_tunes_inverts_and_samples_in_windows(pipe, monkeypa
     result = edit_video(pipe, frames, "a", "b", tune_steps=2, num_inference_steps=2, progress=False)
     assert result.edit.shape == frames.shape and result.edit.dtype == np.uint8
     assert max(seen) == 4
+    assert 0 < result.tuning.seconds_per_step < 60  # a timer, not a frame index
+
+    with pytest.raises(SimDAError, match="context_length 12 is longer than the clip"):
+        pipe.enable_free_noise(context_length=12)
+        edit_video(pipe, frames, "a", "b", tune_steps=2, num_inference_steps=2)
 
 
 def test_super_resolution_of_a_long_clip_runs_in_windows(pipe, monkeypatch):
@@ -231,7 +240,7 @@ def test_batched_windows_give_the_same_clip(pipe, monkeypatch):
     torch.testing.assert_close(batched, one, rtol=1e-4, atol=1e-5)
     windows = len(W.windows(11, 4, 2))  # 5: calls of 3 and 2 windows, x2 for guidance
     assert sizes == [2 * min(3, windows - i) for i in range(0, windows, 3)] * 2  # 2 steps
-    assert not seen or max(seen) == 4
+    assert seen and max(seen) == 4
     prompts = latents(pipe, prompt={0: "a", 10: "b"}, frames=11)
     pipe.enable_free_noise(context_stride=2)
     torch.testing.assert_close(

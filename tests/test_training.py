@@ -434,3 +434,12 @@ def test_superres_training_needs_the_superres_variant_and_records_its_scale(data
     assert pipe.config.superres_scale is None
     train(pipe, dataset, str(tmp_path / "c"), sr, progress=False)
     assert pipe.config.superres_scale == 2
+
+
+def test_training_records_the_clip_shape_it_trained_on(data_dir, tmp_path):
+    pipe, _ = run(data_dir, tmp_path / "a", 1)
+    assert pipe.config.sampling == {"num_frames": 3, "height": 64, "width": 64}
+    every = SimDAPipeline.from_preset("tiny", seed=0)
+    config = TrainConfig(steps=1, checkpoint_every=1)
+    train(every, ClipDataset(str(data_dir), None, 64, 64), str(tmp_path / "b"), config, progress=False)
+    assert every.config.sampling == {"height": 64, "width": 64}  # every frame: no clip length

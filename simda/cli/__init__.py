@@ -52,9 +52,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = bench.split_args(argv) if argv[:1] == ["bench"] else build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
+        with (
+            warnings.catch_warnings(),
+            common.logging_for(args.command, getattr(args, "quiet", False)),
+        ):
             warnings.showwarning = common.one_line_warnings(args.command)
-            common.setup_logging(args.command, getattr(args, "quiet", False))
             _check_paths(args)
             return args.func(args)
     except SimDAError as exc:

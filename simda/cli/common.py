@@ -7,6 +7,7 @@ and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -441,28 +442,44 @@ def one_line_warnings(command: str):
     return show
 
 
-def setup_logging(command: str, quiet: bool) -> None:
-    """The ``simda`` logger prints ``simda CMD: MESSAGE`` lines on stderr (info and above;
-    warnings and above with ``--quiet``, which also quiets diffusers and transformers)."""
+@contextlib.contextmanager
+def logging_for(command: str, quiet: bool):
+    """While a command runs, the ``simda`` logger prints ``simda CMD: MESSAGE`` lines on stderr
+    (info and above; warnings and above with ``--quiet``, which also quiets diffusers and
+    transformers and their progress bars); afterwards every logger is as it was."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"simda {command}: %(message)s"))
+    names = ("simda", "diffusers", "transformers")
+    before = {n: (logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names}
+    saved_handlers = list(logger.handlers)
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    bars = _library_progress_bars(False) if quiet else {}
     if quiet:
         for name in ("diffusers", "transformers"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        try:  # their own verbosity switches, where the library is importable
-            import diffusers.utils.logging as dlog
+    try:
+        yield
+    finally:
+        logger.handlers[:] = saved_handlers
+        for name, (level, propagate) in before.items():
+            logging.getLogger(name).setLevel(level)
+            logging.getLogger(name).propagate = propagate
+        for restore in bars.values():
+            restore()
 
-            dlog.set_verbosity_error()
-            dlog.disable_progress_bar()
-        except ImportError:
-            pass
+
+def _library_progress_bars(enabled: bool) -> dict:
+    """Switch diffusers' and transformers' own progress bars (those importable); returns
+    functions that put each back."""
+    restore = {}
+    for name in ("diffusers", "transformers"):
         try:
-            import transformers.utils.logging as tlog
-
-            tlog.set_verbosity_error()
-            tlog.disable_progress_bar()
+            module = __import__(f"{name}.utils.logging", fromlist=["x"])
         except ImportError:
-            pass
+            continue
+        was = module.is_progress_bar_enabled()
+        (module.enable_progress_bar if enabled else module.disable_progress_bar)()
+        restore[name] = module.enable_progress_bar if was else module.disable_progress_bar
+    return restore

@@ -19,8 +19,9 @@ def register(sub) -> None:
         action="append",
         metavar="FRAME:TEXT",
         type=_keyed_prompt,
-        help="from frame FRAME on, the prompt moves toward TEXT (repeatable; the plain prompt "
-        "holds at frame 0 unless one is keyed there)",
+        help="the prompt at frame FRAME: frames between two keys blend their prompts, frames "
+        "after the last key keep its prompt (repeatable; the plain prompt is the key at frame "
+        "0 unless one is given there)",
     )
     common.add_context(p)
     p.set_defaults(func=run)

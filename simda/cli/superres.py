@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument(
         "--scale",
         type=common.positive_int,
-        help="upscaling factor (default: the one the model was trained for, else 2)",
+        help="upscaling factor (default: the one the model was trained for, else 4)",
     )
     common.add_common(p)
     common.add_sampling(p, superres=True)
@@ -26,7 +26,7 @@ def run(args) -> int:
     import torch
 
     from simda.pipelines import make_superres, upscale
-    from simda.pipelines.superres import is_superres
+    from simda.pipelines.superres import default_scale, is_superres
     from simda.video import read_video
 
     low = read_video(args.video, args.frames)  # a bad clip fails before the model loads
@@ -39,9 +39,10 @@ def run(args) -> int:
             args.model or "the built-in model",
         )
         make_superres(pipe)
+    args.frames = len(low)  # the settings JSON records the frames read
     common.resolve_sampling(args, pipe)
     common.apply_context(args, pipe, len(low))
-    args.scale = args.scale or pipe.config.superres_scale or 2
+    args.scale = args.scale or default_scale(pipe)
     frames = upscale(
         pipe,
         low,

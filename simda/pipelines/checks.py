@@ -16,6 +16,12 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_factor(name: str, value, minimum: int) -> None:
+    """``value`` is an int (not a bool) of at least ``minimum``."""
+    if not is_int(value) or value < minimum:
+        raise SimDAError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
 def check_number(name: str, value, minimum: float | None = None) -> None:
     """``value`` is a finite real number (not a bool), at least ``minimum``."""
     if (

@@ -94,8 +94,8 @@ def tune(
             clip = latents
             spans = pipe.context_windows(latents.shape[2])
             if len(spans) > 1:  # a clip longer than a window: a random window per step
-                start, end = spans[torch.randint(len(spans), (1,), generator=g).item()]
-                clip = latents[:, :, start:end]
+                first, last = spans[torch.randint(len(spans), (1,), generator=g).item()]
+                clip = latents[:, :, first:last]
             with autocast(pipe, mixed_precision):
                 loss = diffusion_loss(pipe, clip, cond, g)
             scaler.scale(loss).backward()
@@ -116,7 +116,8 @@ def inverted_latents(
 
     The cache key covers everything the inversion depends on: the clip latents, the inversion
     steps, the adapter weights (hashed in full), the LSA layout, the temporal activation, the
-    scheduler config and a fingerprint of the frozen UNet weights (``frozen_fingerprint``)."""
+    scheduler config, the context windows' settings and a fingerprint of the frozen UNet
+    weights (``frozen_fingerprint``)."""
     if cache_dir is None:
         return pipe.invert(latents, steps, prompt="")
     digest = hashlib.sha256(latents.float().cpu().numpy().tobytes())
@@ -127,6 +128,9 @@ def inverted_latents(
     settings = {
         "lsa_layout": getattr(pipe.unet, "lsa_layout", None),
         "temporal_act": pipe.unet.config.temporal_act,
+        # the inversion runs in windows when they are on: their settings change it
+        "windows": pipe.context_windows(latents.shape[2]),
+        "weighting": pipe._free_noise.weighting_scheme if pipe.free_noise_enabled else None,
         "scheduler": dict(pipe.scheduler.config),
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -214,6 +218,7 @@ def edit_video(
         guidance_scale = edit_guidance(pipe)
     check_number("guidance_scale", guidance_scale)
     pipe.check_size(*frames.shape[:3])
+    pipe.check_context(frames.shape[0])
     tuning = tune(
         pipe,
         frames,

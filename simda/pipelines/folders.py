@@ -89,10 +89,11 @@ def load_parts(cls, path: str, index: dict, *, adapters=None, **kwargs):
     each part is read by the class its own config names. A folder of simda 0.1's layout (its
     index has ``format: simda-pipeline-1``) also holds ``adapters.safetensors``, the tiny text
     stack in its own files and the recommended settings; ``save_pretrained`` writes any of them
-    in the current layout."""
+    in the current layout. ``variant`` selects weight files as in diffusers."""
+    weights = {"use_safetensors": True, "variant": kwargs.get("variant")}
     try:
         unet2d = UNet2DConditionModel.from_pretrained(
-            path, subfolder="unet", use_safetensors=True, low_cpu_mem_usage=False
+            path, subfolder="unet", low_cpu_mem_usage=False, **weights
         )
         if _class_name(path, "vae") == "SpaceToDepthAutoencoder":
             with open(os.path.join(path, "vae", "config.json")) as f:
@@ -100,7 +101,7 @@ def load_parts(cls, path: str, index: dict, *, adapters=None, **kwargs):
             vae = SpaceToDepthAutoencoder(settings["factor"], settings.get("in_channels", 3))
         else:
             vae = AutoencoderKL.from_pretrained(
-                path, subfolder="vae", use_safetensors=True, low_cpu_mem_usage=False
+                path, subfolder="vae", low_cpu_mem_usage=False, **weights
             )
         kind = _class_name(path, "scheduler", "scheduler_config.json") or "DDIMScheduler"
         scheduler = getattr(diffusers, kind).from_pretrained(path, subfolder="scheduler")
@@ -116,9 +117,7 @@ def load_parts(cls, path: str, index: dict, *, adapters=None, **kwargs):
             from transformers import CLIPTextModel, CLIPTokenizer
 
             tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
-            text_encoder = CLIPTextModel.from_pretrained(
-                path, subfolder="text_encoder", use_safetensors=True
-            )
+            text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **weights)
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise SimDAError(f"model folder {path!r} could not be loaded: {exc}") from exc
     unet = inflate(

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from simda.errors import SimDAError
-from simda.pipelines.checks import check_generator, check_prompt, check_rgb_frames
+from simda.pipelines.checks import check_factor, check_generator, check_prompt, check_rgb_frames
 from simda.pipelines.t2v import SimDAPipeline, to_uint8
 from simda.video import resize_frames
 
@@ -51,14 +51,19 @@ def make_superres(pipe: SimDAPipeline, scale: int | None = None) -> SimDAPipelin
     """Turn a text-to-video pipeline into the super-resolution variant, in place: ``conv_in``
     widened (the new inputs at zero) and trained with the adapters. ``scale``: the factor it
     is (to be) trained for, recorded in its config (``upscale`` warns at another)."""
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 2):
-        raise SimDAError(f"scale must be an int >= 2 (or None), got {scale!r}")
+    if scale is not None:
+        check_factor("scale", scale, 2)
     if not is_superres(pipe):
         widen_conv_in(pipe.unet.unet, pipe.unet.config.out_channels)
     pipe.unet.train_module("conv_in")
     if scale is not None:
         pipe.register_to_config(superres_scale=scale)
     return pipe
+
+
+def default_scale(pipe: SimDAPipeline) -> int:
+    """The factor ``upscale`` uses when given none: the one the model was trained for, else 4."""
+    return pipe.config.superres_scale or 4
 
 
 def low_res_condition(
@@ -111,9 +116,8 @@ def upscale(
     )
     trained = pipe.config.superres_scale
     if scale is None:
-        scale = trained or 4
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise SimDAError(f"scale (--scale) must be a positive integer, got {scale!r}")
+        scale = default_scale(pipe)
+    check_factor("scale", scale, 1)
     if trained is not None and trained != scale:
         warnings.warn(
             f"this model was trained to upscale by {trained}, not {scale}: at another scale its "
@@ -124,6 +128,7 @@ def upscale(
     f, h, w, _ = low_frames.shape
     height, width = h * scale, w * scale
     pipe.check_size(f, height, width)
+    pipe.check_context(f)
     extra = low_res_condition(pipe, low_frames, height, width, generator)
     guided = guidance_scale > 1.0
     cond, uncond = pipe.encode_prompt(prompt, pipe._execution_device, 1, guided)

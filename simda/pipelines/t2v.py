@@ -10,6 +10,7 @@ diffusers offers for SD-1.x, and returns frames as diffusers' video pipelines do
 import contextlib
 import inspect
 import os
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from diffusers import (
     SchedulerMixin,
     UNet2DConditionModel,
 )
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import StableDiffusionLoraLoaderMixin, TextualInversionLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -113,14 +115,16 @@ class SimDAPipeline(
 
     def __init__(
         self,
-        vae: AutoencoderKL | SpaceToDepthAutoencoder,
-        text_encoder: CLIPTextModel | TinyTextEncoder,
-        tokenizer: CLIPTokenizer | WordTokenizer,
-        unet: UNet2DConditionModel | SimDAUNet,
+        # typing.Union, not X | Y: diffusers 0.35 reads these hints (from_pretrained,
+        # from_pipe) and knows only Union
+        vae: Union[AutoencoderKL, SpaceToDepthAutoencoder],  # noqa: UP007, UP045
+        text_encoder: Union[CLIPTextModel, TinyTextEncoder],  # noqa: UP007, UP045
+        tokenizer: Union[CLIPTokenizer, WordTokenizer],  # noqa: UP007, UP045
+        unet: Union[UNet2DConditionModel, SimDAUNet],  # noqa: UP007, UP045
         scheduler: SchedulerMixin,
-        adapters: SimDAAdapters | str | None = None,
-        sampling: dict | None = None,
-        superres_scale: int | None = None,
+        adapters: Optional[Union[SimDAAdapters, str]] = None,  # noqa: UP007, UP045
+        sampling: Optional[dict] = None,  # noqa: UP007, UP045
+        superres_scale: Optional[int] = None,  # noqa: UP007, UP045
     ):
         super().__init__()
         if isinstance(unet, UNet2DConditionModel):
@@ -299,8 +303,7 @@ class SimDAPipeline(
     @torch.no_grad()
     def embed_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings (B, L, D) of a list of prompts, in the UNet's dtype."""
-        if isinstance(self, TextualInversionLoaderMixin):
-            prompts = self.maybe_convert_prompt(list(prompts), self.tokenizer)
+        prompts = self.maybe_convert_prompt(list(prompts), self.tokenizer)  # textual inversion
         ids = tokenize(self.tokenizer, list(prompts)).to(self._execution_device)
         return self.text_encoder(ids)[0].to(self.unet.dtype)
 
@@ -509,17 +512,19 @@ class SimDAPipeline(
         timesteps = self.scheduler.timesteps
         step_kwargs = self._extra_step_kwargs(generator, eta)
         self._num_timesteps = len(timesteps)
+        self._guidance_scale, self._interrupt = guidance_scale, False
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
                 x = self.scheduler.scale_model_input(latents, t)
+                guided = self.do_classifier_free_guidance and negative_prompt_embeds is not None
                 output = self.predict_noise(
                     x,
                     t,
                     prompt_embeds,
-                    negative_prompt_embeds,
-                    guidance_scale,
+                    negative_prompt_embeds if guided else None,
+                    self._guidance_scale,
                     extra,
                     cross_attention_kwargs,
                 )
@@ -539,6 +544,16 @@ class SimDAPipeline(
                     )
                 bar.update()
         return latents
+
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance of the call under way (a callback may set ``_guidance_scale``, as
+        diffusers' ``SDCFGCutoffCallback`` does, to turn guidance off for the rest)."""
+        return getattr(self, "_guidance_scale", 1.0)
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self.guidance_scale > 1.0
 
     @property
     def interrupt(self) -> bool:
@@ -673,13 +688,12 @@ class SimDAPipeline(
             raise SimDAError(
                 f"cross_attention_kwargs must be a dict or None, got {cross_attention_kwargs!r}"
             )
-        if self.free_noise_enabled:
-            given = self._free_noise.context_length
-            if given is not None and given > num_frames:
-                raise SimDAError(
-                    f"context_length {given} is longer than the clip ({num_frames} frames): "
-                    "give a shorter one, or disable_free_noise()"
-                )
+        self.check_context(num_frames)
+        if self.unet.config.in_channels != self.unet.config.out_channels:
+            raise SimDAError(
+                "this is a super-resolution model (its UNet takes the low-resolution clip too): "
+                "sample it with simda.pipelines.upscale"
+            )
         self.unet.check_layers()
         self.check_scheduler()
         return batch
@@ -751,10 +765,11 @@ class SimDAPipeline(
         num_frames = defaults["num_frames"] if num_frames is None else num_frames
         height = defaults["height"] if height is None else height
         width = defaults["width"] if width is None else width
-        if num_inference_steps is None:
-            num_inference_steps = defaults["num_inference_steps"]
-        if guidance_scale is None:
-            guidance_scale = defaults["guidance_scale"]
+        num_inference_steps, guidance_scale = self.sampling_settings(
+            num_inference_steps, guidance_scale
+        )
+        if isinstance(callback_on_step_end, PipelineCallback | MultiPipelineCallbacks):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         batch = self.check_inputs(
             prompt,
             negative_prompt,
@@ -775,7 +790,6 @@ class SimDAPipeline(
             decode_chunk_size,
             cross_attention_kwargs,
         )
-        self._interrupt = False
         guided = guidance_scale > 1.0
         lora_scale = (cross_attention_kwargs or {}).get("scale")
         if isinstance(prompt, dict):  # prompts over time: one text embedding per frame
@@ -785,10 +799,7 @@ class SimDAPipeline(
                 self._free_noise.prompt_interpolation_callback if self.free_noise_enabled else None
             )
             keyed = {k: embeds[i : i + 1] for i, k in enumerate(keys)}
-            prompt, prompt_embeds = (
-                None,
-                windows.interpolate_prompts(keyed, num_frames, callback, self),
-            )
+            prompt, prompt_embeds = None, windows.interpolate_prompts(keyed, num_frames, callback)
         cond, uncond = self.encode_prompt(
             prompt,
             self._execution_device,
@@ -816,11 +827,6 @@ class SimDAPipeline(
         frames = self.postprocess(latents, output_type, decode_chunk_size)
         self.maybe_free_model_hooks()
         return SimDAPipelineOutput(frames=frames) if return_dict else (frames,)
-
-
-def _frames(embeds, start: int, end: int):
-    """Per-frame embeddings (B, F, L, D) of frames ``start:end``; (B, L, D) ones as they are."""
-    return embeds[:, start:end] if embeds is not None and embeds.ndim == 4 else embeds
 
 
 def dtype_argument(dtype: torch.dtype) -> dict:

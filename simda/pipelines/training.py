@@ -37,6 +37,7 @@ from simda.checkpoint import (
     save_adapters,
 )
 from simda.errors import SimDAError
+from simda.pipelines.checks import check_factor, is_int
 from simda.pipelines.superres import check_scale, degrade, is_superres, low_res_condition
 from simda.pipelines.t2v import SimDAPipeline, draw_noise
 from simda.pipelines.tuning import (
@@ -124,18 +125,13 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise SimDAError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
             raise SimDAError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         check_mixed_precision(self.mixed_precision, "TrainConfig.mixed_precision")
-        if self.superres_scale is not None and (
-            not isinstance(self.superres_scale, int) or self.superres_scale < 2
-        ):
-            raise SimDAError(
-                f"TrainConfig.superres_scale must be None or an int >= 2, "
-                f"got {self.superres_scale!r}"
-            )
+        if self.superres_scale is not None:
+            check_factor("TrainConfig.superres_scale", self.superres_scale, 2)
         if (
             isinstance(self.caption_dropout, bool)
             or not isinstance(self.caption_dropout, (int, float))
@@ -445,6 +441,7 @@ def train(
         "height": dataset.size[0],
         "width": dataset.size[1],
     }
+    trained = {k: v for k, v in trained.items() if v is not None}  # None: every frame of a clip
     pipe.register_to_config(sampling={**pipe.config.sampling, **trained})
     if rank == 0:
         save_adapters(unet, os.path.join(output_dir, "adapters.safetensors"))

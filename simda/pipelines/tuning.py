@@ -5,13 +5,13 @@ model as it was found."""
 from __future__ import annotations
 
 import contextlib
-import numbers
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from simda.errors import SimDAError
+from simda.pipelines.checks import is_int
 from simda.pipelines.t2v import SimDAPipeline, draw_noise
 
 MIXED_PRECISIONS = (None, "fp16", "bf16")
@@ -19,7 +19,7 @@ MIXED_PRECISIONS = (None, "fp16", "bf16")
 
 def check_count(name: str, value) -> None:
     """``value`` is a non-negative int (not a bool, a float or a string)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    if not is_int(value) or value < 0:
         raise SimDAError(f"{name} must be a non-negative int, got {value!r}")
 
 

@@ -145,27 +145,27 @@ def check_prompt_schedule(schedule, frames: int) -> None:
             raise SimDAError(f"prompt schedule values must be strings, got {prompt!r}")
 
 
-def interpolate_prompts(
-    keyed: dict[int, torch.Tensor], frames: int, callback=None, pipe=None
-) -> torch.Tensor:
-    """Per-frame text embeddings (B, F, L, D) from embeddings (B, L, D) keyed by frame:
+def interpolate_prompts(keyed: dict[int, torch.Tensor], frames: int, callback=None) -> torch.Tensor:
+    """Per-frame text embeddings (1, F, L, D) from embeddings (1, L, D) keyed by frame:
     constant before the first key and after the last, linear between keys, or
-    ``callback(pipe, start_frame, end_frame, start_embeds, end_embeds)`` returning
-    (B, end - start + 1, L, D) between two keys (diffusers' signature)."""
+    ``callback(start_frame, end_frame, start_embeds, end_embeds)`` returning the
+    (end - start + 1, L, D) embeddings of frames start..end (diffusers' FreeNoise signature)."""
     keys = sorted(keyed)
-    first, last = keyed[keys[0]], keyed[keys[-1]]
-    out = first[:, None].repeat(1, frames, 1, 1)
-    out[:, keys[-1] :] = last[:, None]
+    out = keyed[keys[0]][:, None].repeat(1, frames, 1, 1)
+    out[:, keys[-1] :] = keyed[keys[-1]][:, None]
     for a, b in zip(keys, keys[1:], strict=False):
         if callback is not None:
-            part = callback(pipe, a, b, keyed[a], keyed[b])
-            if not isinstance(part, torch.Tensor) or part.shape[1] != b - a + 1:
+            part = callback(a, b, keyed[a], keyed[b])
+            if not isinstance(part, torch.Tensor) or tuple(part.shape) != (
+                b - a + 1,
+                *out.shape[2:],
+            ):
                 got = tuple(part.shape) if isinstance(part, torch.Tensor) else type(part).__name__
                 raise SimDAError(
-                    f"prompt_interpolation_callback must return (B, {b - a + 1}, L, D) for "
-                    f"frames {a}..{b}, got {got}"
+                    f"prompt_interpolation_callback must return ({b - a + 1}, L, D) = "
+                    f"{(b - a + 1, *out.shape[2:])} for frames {a}..{b}, got {got}"
                 )
-            out[:, a : b + 1] = part.to(out)
+            out[0, a : b + 1] = part.to(out)
         else:
             t = torch.linspace(0, 1, b - a + 1, dtype=out.dtype, device=out.device)
             out[:, a : b + 1] = torch.lerp(keyed[a][:, None], keyed[b][:, None], t[:, None, None])
@@ -212,7 +212,8 @@ class FreeNoiseMixin:
         return getattr(self, "_free_noise", None) is not None
 
     def context_length(self) -> int:
-        """Frames per window: ``enable_free_noise``'s, else the trained clip length."""
+        """Frames per window: ``enable_free_noise``'s, else the trained clip length (checked
+        against the stride: windows further apart would leave frames out)."""
         given = self._free_noise.context_length if self.free_noise_enabled else None
         length = given or self.config.sampling.get("num_frames")
         if length is None:
@@ -220,7 +221,27 @@ class FreeNoiseMixin:
                 "context_length: this model records no clip length it was trained on "
                 '(config.sampling["num_frames"]): give enable_free_noise(context_length=...)'
             )
+        stride = self._free_noise.context_stride if self.free_noise_enabled else 1
+        if stride > length:
+            raise SimDAError(
+                f"context_stride ({stride}) must be at most the context length ({length}, the "
+                "model's clip length): windows further apart would leave frames out"
+            )
         return length
+
+    def check_context(self, frames: int) -> None:
+        """A clip of ``frames`` frames fits the context windows' settings: one clear error
+        before any work (an explicit ``context_length`` longer than the clip, a stride beyond
+        the model's clip length)."""
+        if not self.free_noise_enabled:
+            return
+        self.context_length()
+        given = self._free_noise.context_length
+        if given is not None and given > frames:
+            raise SimDAError(
+                f"context_length {given} is longer than the clip ({frames} frames): give a "
+                "shorter one, or disable_free_noise()"
+            )
 
     def context_windows(self, frames: int) -> list[tuple[int, int]]:
         """The ``(start, end)`` windows a clip of ``frames`` frames is denoised in: the whole
