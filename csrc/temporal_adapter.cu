@@ -14,10 +14,13 @@ namespace {
 struct CudaLaunch {
   // (cudaDeviceGetAttribute, not ATen's device properties, whose header needs the cuBLAS and
   // cuSPARSE headers, which a CMake build against a bare toolkit lacks)
-  int sm_count() const {
-    int count = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-    return count;
+  int sm_count() const { return attribute(cudaDevAttrMultiProcessorCount); }
+  // the shared memory a block may opt in to (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on sm_86)
+  size_t smem_limit() const { return static_cast<size_t>(attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin)); }
+  static int attribute(cudaDeviceAttr what) {
+    int value = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, what, c10::cuda::current_device()));
+    return value;
   }
   // SIMDA_ADAPTER_FRAMES_PER_BLOCK=N sets the frames each block writes (0 or unset: automatic).
   int frames_per_block() const {
