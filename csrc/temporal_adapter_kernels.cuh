@@ -898,15 +898,9 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& dy, const at::Tensor& x,
   auto dg = outer ? dpre.permute({0, 2, 1, 3, 4}).reshape({B * F, R, g.T}) : dpre.reshape({B, R, F * g.T});
   auto dx = at::matmul(w_down.t(), dg);  // (G, C, K), cuBLAS
   dx = outer ? dx.view({B, F, C, x.size(3), x.size(4)}).transpose(1, 2) : dx.view(x.sizes());
-  // dW_down = sum_g dpre_g x_g^T: per-group GEMMs and a sum when that is smaller than x,
-  // else one GEMM over all tokens (copying both operands into (rows, G*K)).
-  const int64_t G = xg.size(0);
-  at::Tensor dw_down;
-  if (G * R * C <= xg.numel()) {
-    dw_down = at::matmul(dg, xg.transpose(1, 2)).sum(0);
-  } else {
-    dw_down = at::matmul(dg.transpose(0, 1).reshape({R, -1}), xg.transpose(0, 1).reshape({C, -1}).t());
-  }
+  // dW_down = sum_g dpre_g x_g^T: one batched GEMM over the groups and a sum, reading x in
+  // place (one GEMM over all tokens would need x copied into (C, G*K) for frame-major x).
+  auto dw_down = at::matmul(dg, xg.transpose(1, 2)).sum(0);
   const auto dtype = x.scalar_type();
   return {dx, dw_down, part_db.sum(0).to(dtype), part_dcw.sum(0).to(dtype), part_dcb.sum(0).to(dtype)};
 }
