@@ -20,6 +20,7 @@ import os
 from tests import cuda_emulator
 
 KERNELS = "temporal_adapter_kernels.cuh"
+GEMM = "temporal_adapter_gemm.cuh"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,39 +51,48 @@ class Mutant:
 MUTANTS = {
     # the cp.async pipeline
     "wrong_pipeline_stage": Mutant(
-        "    const T* buf = buffer(s);", "    const T* buf = buffer(s + 1);"
+        "    const T* buf = buffer(s);", "    const T* buf = buffer(s + 1);", file=GEMM
     ),
     "wait_one_group_short": Mutant(
         "simda_ptx::cp_async_wait<Tl::kStages - 2>();",
         "simda_ptx::cp_async_wait<Tl::kStages - 1>();",
+        file=GEMM,
     ),
     "one_buffer_for_all_stages": Mutant(
-        "return stages + (s % Tl::kStages) * Tl::kStageElems;", "return stages;"
+        "return stages + (s % Tl::kStages) * Tl::kStageElems;", "return stages;", file=GEMM
     ),
     "channel_steps_rounded_down": Mutant(
         "const int ksteps = (g.C + Tl::KC - 1) / Tl::KC;",
         "const int ksteps = g.C / Tl::KC > 0 ? g.C / Tl::KC : 1;",
+        file=GEMM,
     ),
     "dropped_channel_zero_fill": Mutant(  # stale (here NaN) shared memory times x's zeros
-        "if (r < g.R) simda_ptx::cp_async16(sW", "if (r < g.R && c < g.C) simda_ptx::cp_async16(sW"
+        "if (r < g.R) simda_ptx::cp_async16(sW",
+        "if (r < g.R && c < g.C) simda_ptx::cp_async16(sW",
+        file=GEMM,
     ),
     # ldmatrix and the MMA fragments
     "a_fragment_halves": Mutant(
         "sW + (wr + 16 * m + l % 16) * Tl::kLdW + kk + (l / 16) * 8",
         "sW + (wr + 16 * m + l % 16) * Tl::kLdW + kk + ((l / 8) % 2) * 8",
+        file=GEMM,
     ),
-    "b_fragment_rows": Mutant("(kk + l % 16) * Tl::kLdXt + j", "(kk + l % 8) * Tl::kLdXt + j"),
+    "b_fragment_rows": Mutant(
+        "(kk + l % 16) * Tl::kLdXt + j", "(kk + l % 8) * Tl::kLdXt + j", file=GEMM
+    ),
     "b_fragment_channels_last": Mutant(
         "(j + l % 8) * Tl::kLdXc + kk + ((l / 8) % 2) * 8",
         "(j + l % 8) * Tl::kLdXc + kk + (l / 16) * 8",
         Scenario(layout="channels_last"),
+        file=GEMM,
     ),
     "accumulator_rows": Mutant(
         "fn(wr + 16 * m + g + 8 * h, wc + 8 * n + 2 * q,",
         "fn(wr + 16 * m + 2 * g + h, wc + 8 * n + 2 * q,",
+        file=GEMM,
     ),
     "tail_warp_skips_partial_rows": Mutant(
-        "if (r0 + wr >= g.R) return;", "if (r0 + wr + WR > g.R) return;"
+        "if (r0 + wr >= g.R) return;", "if (r0 + wr + WR > g.R) return;", file=GEMM
     ),
     # the 16-bit ring: values rounded where they must not be
     "fp32_ring_rounded_to_16_bits": Mutant(
@@ -161,11 +171,11 @@ _DTYPE_CASES = {
 _WIDTHS = "  if (wide_smem <= limit) fn(std::true_type{});\n  else fn(std::false_type{});\n"
 
 
-def _replace_once(text: str, old: str, new: str, what: str) -> str:
-    count = text.count(old)
+def _replace_once(headers: dict[str, str], file: str, old: str, new: str, what: str) -> None:
+    count = headers[file].count(old)
     if count != 1:
-        raise ValueError(f"{what}: its snippet occurs {count} times in {KERNELS}")
-    return text.replace(old, new)
+        raise ValueError(f"{what}: its snippet occurs {count} times in {file}")
+    headers[file] = headers[file].replace(old, new)
 
 
 def _patched_headers(name: str) -> dict[str, str]:
@@ -178,17 +188,12 @@ def _patched_headers(name: str) -> dict[str, str]:
     if name == CONTROL:
         return headers
     mutant = MUTANTS[name]
-    kernels = headers[KERNELS]
-    if mutant.file != KERNELS:
-        headers[mutant.file] = _replace_once(headers[mutant.file], mutant.old, mutant.new, name)
-    else:
-        kernels = _replace_once(kernels, mutant.old, mutant.new, name)
+    _replace_once(headers, mutant.file, mutant.old, mutant.new, name)
     for dtype, case in _DTYPE_CASES.items():
         if dtype != mutant.scenario.dtype:
-            kernels = _replace_once(kernels, case, "", f"{name}'s dtype dispatch")
+            _replace_once(headers, KERNELS, case, "", f"{name}'s dtype dispatch")
     if not mutant.scenario.smem_limit:
-        kernels = _replace_once(kernels, _WIDTHS, "  fn(std::true_type{});\n", f"{name}'s tiles")
-    headers[KERNELS] = kernels
+        _replace_once(headers, KERNELS, _WIDTHS, "  fn(std::true_type{});\n", f"{name}'s tiles")
     return headers
 
 
