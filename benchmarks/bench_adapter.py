@@ -5,7 +5,9 @@
 One run, one card: SD-1.5 shapes (B=2 x 16 frames at 32x32 and 64x64 latents, C in
 {320, 640, 1280}; 2 x 24 frames at 64x64), forward and forward+backward medians, activation
 memory saved for backward, achieved bandwidth (read x, write y) and TFLOP/s against this card's
-copy and bf16 matmul rates measured in the same run. "whole-clip ms" is the fused forward
+copy and bf16 matmul rates measured in the same run. x is diffusers' (B*F, C, H, W) map seen as
+a video, as in the model: the fused op writes y frame-major and reads the gradient in that
+layout, so no path here copies around the kernel. "whole-clip ms" is the fused forward
 with every block walking all F frames (SIMDA_ADAPTER_FRAMES_PER_BLOCK=F), beside the automatic
 choice, which splits the frames where the grid is small. Eager is the module as diffusers-style code
 writes it: 1x1x1 Conv3d, GELU, depthwise (3,1,1) Conv3d. Without a GPU: tiny CPU smoke run.
@@ -83,7 +85,8 @@ def run_shape(b, c, frames, h, w, dtype, device):
     paths = {"eager": eager, "compiled": compiled, "fused": fused}
     row = {"shape": f"{b}x{c}x{frames}x{h}x{w}", "dtype": str(dtype).split(".")[-1]}
     leaves = [x.detach().requires_grad_(), *[t.requires_grad_() for t in p]]
-    grad = torch.randn(b, r, frames, h, w, device=device, dtype=dtype)
+    # the gradient as the model's up-projection hands it back: frame-major, like y
+    grad = torch.randn(b, frames, r, h, w, device=device, dtype=dtype).transpose(1, 2)
     with torch.no_grad():
         attempt(row, "fused_max_err", lambda: max_err(fused(x, *p), eager(x, *p)))
     for name, fn in paths.items():

@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import simda
 from simda_kernels import dispatch, temporal_adapter
+from tests.conftest import requires_cuda
 from tests.test_model import video_inputs
 
 COPIES = {
@@ -77,17 +78,18 @@ def emulated_op(monkeypatch):
         yield ext
 
 
-def step(model):
+def step(model, device="cpu", dtype=torch.float32):
     """A forward and backward of the UNet, every op logged."""
-    sample, t, text = video_inputs(b=2, frames=3)
+    sample, t, text = (v.to(device) for v in video_inputs(b=2, frames=3))
+    sample, text = sample.to(dtype), text.to(dtype)
     log = OpLog()
     with log:
         model(sample, t, text).square().mean().backward()
     return log
 
 
-def tiny_unet():
-    model = simda.build_unet("tiny").train()
+def tiny_unet(device="cpu", dtype=torch.float32):
+    model = simda.build_unet("tiny").to(device, dtype).train()
     with torch.no_grad():  # non-zero up-projections: gradients flow into every adapter
         for m in model.modules():
             if isinstance(m, simda.TemporalAdapter):
@@ -123,3 +125,15 @@ def test_the_check_sees_a_copy_of_the_gradient(emulated_op, monkeypatch):
     )
     copies, _ = adapter_copies(step(tiny_unet()))
     assert len([c for c in copies if c[0] is torch.ops.aten.clone.default]) >= 16
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_gpu_unet_step_copies_no_adapter_tensor():
+    """The same on a GPU, fp16, through the extension (backend='cuda')."""
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    model = tiny_unet("cuda", torch.float16)
+    simda.optimize(model, attention=False, adapter_backend="cuda")
+    copies, counts = adapter_copies(step(model, "cuda", torch.float16))
+    assert counts == (16, 16) and copies == []

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from simda_kernels import dispatch, lsa, selfcheck, temporal_adapter
-from tests.conftest import INTERPRET
+from tests.conftest import INTERPRET, requires_compiled_triton, requires_cuda
 
 
 @pytest.fixture
@@ -225,3 +225,25 @@ def test_auto_runs_triton_only_once_its_check_passed(fake_gpu, monkeypatch, erro
 def test_the_triton_check_agrees_on_the_interpreter():
     """The check itself, run on CPU tensors in the Triton interpreter (fp32)."""
     assert selfcheck.check_latent_shift_attention(torch.device("cpu"), torch.float32) is None
+
+
+# ------------------------------------------------------------------------------ on a GPU
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_adapter_check_passes(dtype):
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    assert selfcheck.check_temporal_adapter(torch.device("cuda"), dtype) is None
+
+
+@requires_cuda
+@requires_compiled_triton
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_triton_check_passes(dtype):
+    if not lsa.HAS_TRITON:
+        pytest.skip("triton is not installed")
+    assert selfcheck.check_latent_shift_attention(torch.device("cuda"), dtype) is None
