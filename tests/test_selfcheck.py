@@ -228,15 +228,7 @@ def test_the_triton_check_agrees_on_the_interpreter():
 
 
 # ------------------------------------------------------------------------------ on a GPU
-
-
-@requires_cuda
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_adapter_check_passes(dtype):
-    if temporal_adapter.extension() is None:
-        pytest.skip(temporal_adapter.extension_error())
-    assert selfcheck.check_temporal_adapter(torch.device("cuda"), dtype) is None
+# (the adapter's: tests/test_temporal_adapter.py::test_gpu_selfcheck_passes)
 
 
 @requires_cuda

@@ -291,6 +291,16 @@ def test_gpu_split_frames(monkeypatch, dtype, per_block):
 
 @requires_cuda
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_selfcheck_passes(dtype):
+    """The on-device self-check backend='auto' runs first (simda_kernels.selfcheck)."""
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    assert selfcheck.check_temporal_adapter(torch.device("cuda"), dtype) is None
+
+
+@requires_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last"])
 def test_gpu_opcheck_and_torch_compile(layout):
     """Both registered ops through the extension (dx in x's order of frames and channels, as
@@ -508,8 +518,9 @@ def test_emulator_reports_faults(emulator, fault, match):
         emulator.self_test(fault)
 
 
-# Between them the two builds run every code path: ThreadSanitizer on sm_90 (wmma for fp16 and
-# bf16), AddressSanitizer on sm_75 (wmma for fp16, FMAs for bf16); fp32 is on FMAs in both.
+# Between them the two builds run every code path: ThreadSanitizer on sm_90 (cp.async and
+# mma.sync for fp16 and bf16, wide and narrow tiles), AddressSanitizer on sm_75 (synchronous
+# copies, narrow tiles, mma.sync for fp16, FMAs for bf16); fp32 is on FMAs in both.
 SANITIZED = [("thread", 900), ("address", 750)]
 
 
