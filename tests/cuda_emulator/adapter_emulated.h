@@ -10,4 +10,4 @@
 #include "temporal_adapter_layout.h"
 // clang-format on
 
-#include "adapter_launch.inc"
+#include "adapter_launch.h"

@@ -5,7 +5,7 @@ Each mutant replaces one snippet of a csrc/ header, which must occur exactly onc
 edit that moves the code fails here instead of silently testing nothing), and names the
 scenario of the emulator tests that catches it. ``load()`` compiles every mutant, plus an
 unbroken copy, into one module: each is a patched copy of the headers included inside its own
-namespace of one translation unit, with the emulator's entry points (``adapter_launch.inc``),
+namespace of one translation unit, with the emulator's entry points (``adapter_launch.h``),
 emulating sm_90. tests/test_kernel_mutants.py runs them. A missing ``__syncthreads`` is the
 sanitizer build's to catch (ThreadSanitizer), not a numerical test's: such mutants are not
 here.
@@ -226,7 +226,7 @@ def _translation_unit(names) -> str:
             f"namespace mutant_{name} {{",
             f'#include "{name}/temporal_adapter_layout.h"',
             f'#include "{name}/{KERNELS}"',
-            '#include "adapter_launch.inc"',
+            '#include "adapter_launch.h"',
             "}",
         ]
     lines += [
