@@ -538,6 +538,15 @@ inline at::Tensor empty_like_order(const at::Tensor& x, int64_t n) {
 // shared memory a block may opt in to (`launch.smem_limit()`) and any frames-per-block setting
 // (`launch.frames_per_block()`, 0: automatic).
 
+// Every narrow tile fits 64 KiB (sm_75) and no wide one does (SIMDA_ADAPTER_NARROW_TILES in
+// temporal_adapter.cu relies on it).
+static_assert(fwd_smem_bytes<__half, false>() <= 64 * 1024 && fwd_smem_bytes<float, false>() <= 64 * 1024 &&
+                  bwd_smem_bytes<__half, false>() <= 64 * 1024 && bwd_smem_bytes<float, false>() <= 64 * 1024,
+              "narrow tiles fit sm_75's 64 KiB");
+static_assert(fwd_smem_bytes<__half, true>() > 64 * 1024 && fwd_smem_bytes<float, true>() > 64 * 1024 &&
+                  bwd_smem_bytes<__half, true>() > 64 * 1024 && bwd_smem_bytes<float, true>() > 64 * 1024,
+              "wide tiles need more than 64 KiB");
+
 // Runs fn(std::bool_constant<wide>) with the wide tile when its kernel's shared memory fits.
 template <typename Launch, typename Fn>
 void with_width(size_t wide_smem, size_t narrow_smem, const Launch& launch, Fn&& fn) {
