@@ -68,7 +68,8 @@ std::vector<at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x, cons
                   dy.size(2) == x.size(2) && dy.size(3) == x.size(3) && dy.size(4) == x.size(4),
               "grad must be (B, R, F, H, W) = ", x.size(0), ", ", w_down.size(0), ", ...; got ",
               dy.sizes());
-  return simda::temporal_adapter_backward(dy.contiguous(), simda::tokens_flat(x), w_down.contiguous(),
+  // any layout whose tokens are contiguous is read in place (the model's frame-major grad)
+  return simda::temporal_adapter_backward(simda::tokens_contiguous(dy), simda::tokens_flat(x), w_down.contiguous(),
                                           b_down.contiguous(), conv_w.contiguous(), parse_act(act));
 }
 
@@ -77,7 +78,8 @@ std::vector<at::Tensor> backward(const at::Tensor& dy, const at::Tensor& x, cons
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "simda CUDA kernels: the fused temporal adapter";
   m.def("temporal_adapter_forward", &forward,
-        "TConv(act(W_down x + b_down)) of x (B, C, F, H, W) -> (B, R, F, H, W)",
+        "TConv(act(W_down x + b_down)) of x (B, C, F, H, W) -> (B, R, F, H, W), laid out in x's "
+        "order of frames and channels",
         py::arg("x"), py::arg("w_down"), py::arg("b_down"), py::arg("conv_w"), py::arg("conv_b"),
         py::arg("act"));
   m.def("temporal_adapter_backward", &backward,

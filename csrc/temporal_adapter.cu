@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "temporal_adapter_kernels.cuh"
 
@@ -14,10 +15,19 @@ namespace {
 struct CudaLaunch {
   // (cudaDeviceGetAttribute, not ATen's device properties, whose header needs the cuBLAS and
   // cuSPARSE headers, which a CMake build against a bare toolkit lacks)
-  int sm_count() const {
-    int count = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-    return count;
+  int sm_count() const { return attribute(cudaDevAttrMultiProcessorCount); }
+  // The shared memory a block may opt in to (227 KiB on sm_90, 163 KiB on sm_80, 99 KiB on
+  // sm_86), which picks wide or narrow tiles. SIMDA_ADAPTER_NARROW_TILES=1 caps it at sm_75's
+  // 64 KiB, which every narrow tile fits and no wide one: narrow tiles everywhere (tuning).
+  size_t smem_limit() const {
+    const auto limit = static_cast<size_t>(attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
+    const char* narrow = std::getenv("SIMDA_ADAPTER_NARROW_TILES");
+    return narrow && std::strcmp(narrow, "1") == 0 ? std::min<size_t>(limit, 64 * 1024) : limit;
+  }
+  static int attribute(cudaDeviceAttr what) {
+    int value = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, what, c10::cuda::current_device()));
+    return value;
   }
   // SIMDA_ADAPTER_FRAMES_PER_BLOCK=N sets the frames each block writes (0 or unset: automatic).
   int frames_per_block() const {

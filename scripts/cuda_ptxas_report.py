@@ -3,8 +3,10 @@
     python scripts/cuda_ptxas_report.py [--arch 75 80 90]
 
 Compiles ``csrc/temporal_adapter.cu`` with the extension's nvcc flags and ``-Xptxas -v`` and
-prints, per architecture, kernel (forward / backward) and dtype: the output channels per block,
-registers, stack and spills. Needs nvcc (the CUDA toolkit) and torch's headers, no GPU.
+prints, per architecture, kernel (forward / backward), dtype and tile (wide: where a block may
+use enough shared memory, e.g. sm_80 and sm_90; narrow: sm_75, some on sm_86/sm_89; see
+docs/kernels.md): registers, stack and spills. Needs nvcc (the CUDA toolkit) and torch's
+headers, no GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from simda_kernels import _toolchain  # noqa: E402
 DTYPES = {"6__half": "fp16", "13__nv_bfloat16": "bf16", "f": "fp32"}
 ENTRY = re.compile(
     r"Compiling entry function '\w*temporal_adapter_(fwd|bwd)_kernelI(6__half|13__nv_bfloat16|f)"
-    r"Li(\d+)E\w*' for 'sm_(\d+)'"
+    r"Lb([01])E\w*' for 'sm_(\d+)'"
 )
 STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 REGS = re.compile(r"Used (\d+) registers")
@@ -56,18 +58,18 @@ def nvcc_command(archs: list[int], output: str) -> list[str]:
 
 
 def parse(log: str) -> list[dict]:
-    """One row per compiled kernel: arch, kernel, dtype, rows (output channels per block),
-    registers, stack, spill stores and loads (bytes)."""
+    """One row per compiled kernel: arch, kernel, dtype, tile (wide / narrow), registers,
+    stack, spill stores and loads (bytes)."""
     rows, current = [], None
     for line in log.splitlines():
         entry = ENTRY.search(line)
         if entry:
-            kernel, dtype, block_rows, arch = entry.groups()
+            kernel, dtype, wide, arch = entry.groups()
             current = {
                 "arch": int(arch),
                 "kernel": {"fwd": "forward", "bwd": "backward"}[kernel],
                 "dtype": DTYPES[dtype],
-                "rows": int(block_rows),
+                "tile": "wide" if wide == "1" else "narrow",
             }
             rows.append(current)
             continue
@@ -91,20 +93,20 @@ def report(archs: list[int]) -> list[dict]:
     if run.returncode != 0:
         raise RuntimeError(f"nvcc failed:\n{run.stderr[-4000:]}")
     rows = parse(run.stdout + run.stderr)
-    expected = 6 * len(archs)  # forward and backward x three dtypes
+    expected = 12 * len(archs)  # forward and backward x three dtypes x two tiles
     if len(rows) != expected:
         raise RuntimeError(f"expected {expected} kernels in ptxas's output, found {len(rows)}")
-    return sorted(rows, key=lambda r: (r["arch"], r["kernel"] != "forward", r["dtype"]))
+    return sorted(rows, key=lambda r: (r["arch"], r["kernel"] != "forward", r["dtype"], r["tile"]))
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| arch | kernel | dtype | channels / block | registers | stack (B) | spills st/ld (B) |",
+        "| arch | kernel | dtype | tile | registers | stack (B) | spills st/ld (B) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| sm_{r['arch']} | {r['kernel']} | {r['dtype']} | {r['rows']} | {r['registers']} "
+            f"| sm_{r['arch']} | {r['kernel']} | {r['dtype']} | {r['tile']} | {r['registers']} "
             f"| {r['stack']} | {r['spill_stores']} / {r['spill_loads']} |"
         )
     return "\n".join(lines)

@@ -85,6 +85,7 @@ class TemporalAdapter(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type)
             video = video.to(dtype)
             weights = tuple(w.to(dtype) for w in weights)
+        # y comes laid out like the video view, frames outside channels, so this is a view too
         y = simda_kernels.fused_temporal_adapter(video, *weights, self.act, backend)
         y = y.transpose(1, 2).reshape(bf, -1, h, w)  # (B*F, R, H, W)
         return x + F.conv2d(y, self.w_up[:, :, None, None], self.b_up)

@@ -2,7 +2,10 @@
 
 ``collect()`` gathers it as a dict (``simda env --json`` prints that), ``report()`` formats
 it as text. Neither builds, compiles or downloads anything: with ``SIMDA_JIT_BUILD=1`` set,
-the extension's state is reported as found, not built.
+the extension's state is reported as found, not built. On each GPU the extension has kernels
+for, ``collect()`` runs the adapter's on-device self-check in every dtype (milliseconds;
+``simda_kernels.selfcheck``), as ``backend="auto"`` would on first use; the Triton attention's
+check, which compiles its kernels, is reported only where it already ran in this process.
 """
 
 from __future__ import annotations
@@ -62,6 +65,31 @@ def lsa_auto_shapes(capability) -> dict[str, list[dict]]:
     return wins
 
 
+ADAPTER_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def _adapter_checks(index: int) -> dict[str, str | None]:
+    """The adapter's self-check on GPU ``index`` in every dtype: None where it passed, else
+    the error (also what ``backend="auto"`` then does in this process)."""
+    import warnings
+
+    import torch
+
+    from simda_kernels import selfcheck
+
+    device = torch.device("cuda", index)
+    with warnings.catch_warnings():  # the report says it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name in ADAPTER_DTYPES:
+            check = selfcheck.check_temporal_adapter
+            selfcheck.passed("fused_temporal_adapter", device, getattr(torch, name), check)
+    return {
+        str(r.dtype).split(".")[-1]: r.error
+        for r in selfcheck.results()
+        if r.op == "fused_temporal_adapter" and r.device == index
+    }
+
+
 def _gpus(ext, archs) -> list[dict]:
     """Each GPU and what ``backend="auto"`` runs on it, given the extension (or None) and the
     architectures it was built for."""
@@ -76,6 +104,7 @@ def _gpus(ext, archs) -> list[dict]:
         props = torch.cuda.get_device_properties(index)
         capability = (props.major, props.minor)
         measured = capability in dispatch.MEASUREMENTS
+        runs = ext is not None and temporal_adapter.runs_on(capability, archs) is not False
         gpus.append(
             {
                 "index": index,
@@ -86,6 +115,7 @@ def _gpus(ext, archs) -> list[dict]:
                 "lsa_auto": lsa_auto_shapes(capability) if lsa.HAS_TRITON else None,
                 "adapter_auto": "cuda" if ext is not None else "reference",
                 "adapter_arch_note": temporal_adapter.arch_fit(capability, archs),
+                "adapter_self_check": _adapter_checks(index) if runs else None,
             }
         )
     return gpus
@@ -96,10 +126,11 @@ def collect() -> dict:
     import torch
 
     import simda
-    from simda_kernels import dispatch, lsa, temporal_adapter
+    from simda_kernels import dispatch, lsa, selfcheck, temporal_adapter
 
     ext = temporal_adapter.extension(jit=False)
     archs = temporal_adapter.extension_archs(ext)
+    gpus = _gpus(ext, archs)  # (runs the adapter's self-checks)
     return {
         "simda": simda.__version__,
         "simda_path": os.path.dirname(os.path.abspath(simda.__file__)),
@@ -109,7 +140,7 @@ def collect() -> dict:
         "packages": {name: _version(name) for name in PACKAGES} | {"torch": torch.__version__},
         "torch_cuda": torch.version.cuda,  # None for a CPU build of torch
         "cuda_available": torch.cuda.is_available(),
-        "gpus": _gpus(ext, archs),
+        "gpus": gpus,
         "triton": {"installed": lsa.HAS_TRITON, "interpreter": lsa.INTERPRET},
         "extension": {
             "built": ext is not None,
@@ -119,8 +150,40 @@ def collect() -> dict:
             "jit_opt_in": os.environ.get("SIMDA_JIT_BUILD", "0") == "1",
         },
         "lsa_measurements": sorted(f"sm{a}{b}" for a, b in dispatch.MEASUREMENTS),
+        "self_checks": [_result(r) for r in selfcheck.results()],
         "ffmpeg": _ffmpeg(),
     }
+
+
+def _result(r) -> dict:
+    return {
+        "op": r.op,
+        "device": r.device,
+        "name": r.name,
+        "dtype": str(r.dtype).split(".")[-1],
+        "passed": r.passed,
+        "error": r.error,
+    }
+
+
+def _adapter_text(gpu: dict) -> str:
+    """What ``backend="auto"`` runs for the adapter on this GPU, by dtype where the self-check
+    ran."""
+    if gpu["adapter_auto"] != "cuda":
+        return "reference (the extension is not built)"
+    checks = gpu["adapter_self_check"]
+    if checks is None:
+        text = "cuda (the extension)"
+    elif not any(checks.values()):
+        text = f"cuda (the extension; self-check passed in {', '.join(checks)})"
+    else:
+        ok = [name for name, error in checks.items() if error is None]
+        failed = "; ".join(f"{name}: {error}" for name, error in checks.items() if error)
+        used = ", ".join(ok) or "no dtype"
+        text = f"cuda in {used}; the reference where the self-check failed ({failed})"
+    if gpu["adapter_arch_note"]:
+        text += f"; but {gpu['adapter_arch_note']}"
+    return text
 
 
 def _shapes(shapes: list[dict]) -> str:
@@ -196,12 +259,9 @@ def report(info: dict) -> str:
                 f"training {_shapes(auto['forward+backward'])}; the reference elsewhere"
             )
         lines.append(f'  backend="auto": latent_shift_attention -> {lsa_text}')
-        adapter = (
-            "cuda (the extension)"
-            if gpu["adapter_auto"] == "cuda"
-            else "reference (the extension is not built)"
-        )
-        if gpu["adapter_arch_note"]:
-            adapter += f"; but {gpu['adapter_arch_note']}"
-        lines.append(f'  backend="auto": fused_temporal_adapter -> {adapter}')
+        lines.append(f'  backend="auto": fused_temporal_adapter -> {_adapter_text(gpu)}')
+        for check in info["self_checks"]:
+            if check["op"] == "latent_shift_attention" and check["device"] == gpu["index"]:
+                verdict = "passed" if check["passed"] else f"failed: {check['error']}"
+                lines.append(f"  self-check of the Triton attention, {check['dtype']}: {verdict}")
     return "\n".join(lines)

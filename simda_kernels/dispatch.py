@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from simda_kernels import lsa, lsa_flex, reference, temporal_adapter
+from simda_kernels import lsa, lsa_flex, reference, selfcheck, temporal_adapter
 from simda_kernels._checks import check_backend, check_lsa_inputs, check_temporal_adapter_inputs
 
 LSA_BACKENDS = ("auto", "reference", "flex", "triton")
@@ -181,7 +181,13 @@ def _lsa_backend(backend, q, needs_grad=False):
         return "reference"
     capability = torch.cuda.get_device_capability(q.device)
     choice = measured_backend(q.shape[2], q.shape[-1], q.dtype, capability, needs_grad)
-    return "reference" if choice == "flex" and not lsa_flex.HAS_FLEX else choice
+    if choice == "flex" and not lsa_flex.HAS_FLEX:
+        return "reference"
+    if choice == "triton" and not selfcheck.passed(
+        "latent_shift_attention", q.device, q.dtype, selfcheck.check_latent_shift_attention
+    ):
+        return "reference"  # the kernel disagreed with the reference on this card (warned)
+    return choice
 
 
 def _scale(scale) -> float:
@@ -265,15 +271,22 @@ def _adapter_backend(backend, x):
     if why:
         warn_once("adapter-no-arch", f"{why}; the temporal adapter falls back to the reference")
         return "reference"
-    return "cuda"
+    check = selfcheck.check_temporal_adapter
+    return (
+        "cuda"
+        if selfcheck.passed("fused_temporal_adapter", x.device, x.dtype, check)
+        else "reference"
+    )
 
 
 def fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act="gelu", backend="auto"):
     """``TConv(act(W_down x + b))`` (see ``simda_kernels.reference.fused_temporal_adapter``).
 
-    x: (B, C, F, H, W) -> (B, R, F, H, W). backend: ``"auto"`` (the CUDA extension for CUDA
-    tensors when it is built, else the reference, with a warning on CUDA), ``"cuda"`` (force
-    the extension) or ``"reference"``.
+    x: (B, C, F, H, W) -> (B, R, F, H, W), laid out in x's order of frames and channels (for
+    the model's frame-major x a view of a (B, F, R, H, W) tensor). backend: ``"auto"`` (the
+    CUDA extension for CUDA tensors when it is built for the GPU and passed its self-check
+    there, ``simda_kernels.selfcheck``; else the reference, with a warning on CUDA), ``"cuda"``
+    (force the extension) or ``"reference"``.
     """
     check_backend(backend, ADAPTER_BACKENDS)
     check_temporal_adapter_inputs(x, w_down, b_down, conv_w, conv_b, act, reference.TEMPORAL_ACTS)

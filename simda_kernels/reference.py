@@ -241,16 +241,32 @@ def lsa_backward(grad_out, q, k, v, frames, height, width, layout, scale, token_
     return tuple(from_raster(t, token_order, height, width) for t in (dq.to(q.dtype), dk, dv))
 
 
+def frames_outer(x: torch.Tensor) -> bool:
+    """Whether ``x`` (B, C, F, H, W) holds its frames outside its channels in memory
+    (``x.stride(2) > x.stride(1)``): diffusers' (B*F, C, H, W) feature map seen as a video, or
+    channels-last. The temporal adapter's outputs are laid out the same way."""
+    return x.stride(2) > x.stride(1)
+
+
 def fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act="gelu"):
     """Down-projection, activation and depthwise temporal conv of the temporal adapter.
 
     x: (B, C, F, H, W); w_down: (R, C); b_down: (R,); conv_w: (R, 3); conv_b: (R,)
-    Returns ``TConv(act(W_down x + b_down))``: (B, R, F, H, W), zero-padded by one frame in time.
-    ``act`` is ``"gelu"`` (exact erf form) or ``"none"``.
+    Returns ``TConv(act(W_down x + b_down))``: (B, R, F, H, W), zero-padded by one frame in time,
+    laid out in x's order of frames and channels: where frames are outside channels
+    (``frames_outer(x)``, the model's frame-major map) y is a view of a contiguous
+    (B, F, R, H, W) tensor, so ``y.transpose(1, 2).reshape(B*F, R, H, W)`` copies nothing;
+    otherwise y is contiguous. ``act`` is ``"gelu"`` (exact erf form) or ``"none"``.
     """
     check_temporal_adapter_inputs(x, w_down, b_down, conv_w, conv_b, act, TEMPORAL_ACTS)
+    b, c, frames, h, w = x.shape
     r = w_down.shape[0]
-    h = torch.einsum("bcfhw,rc->brfhw", x, w_down) + b_down.view(1, r, 1, 1, 1)
-    if act == "gelu":
-        h = F.gelu(h)
-    return F.conv3d(h, conv_w.view(r, 1, 3, 1, 1), conv_b, padding=(1, 0, 0), groups=r)
+    video = x.transpose(1, 2).reshape(b, frames, c, h * w)  # (B, F, C, T)
+    pre = torch.matmul(w_down, video) + b_down[:, None]  # (B, F, R, T)
+    a = F.gelu(pre) if act == "gelu" else pre
+    # y[f] = conv_b + w0 a[f-1] + w1 a[f] + w2 a[f+1], with a[-1] = a[F] = 0
+    a = F.pad(a, (0, 0, 0, 0, 1, 1))
+    taps = conv_w[:, :, None]  # (R, 3, 1): tap k of every channel, broadcast over tokens
+    y = conv_b[:, None] + taps[:, 0] * a[:, :-2] + taps[:, 1] * a[:, 1:-1] + taps[:, 2] * a[:, 2:]
+    y = y.contiguous().view(b, frames, r, h, w).transpose(1, 2)
+    return y if frames_outer(x) else y.contiguous()

@@ -2,6 +2,11 @@
 
     y = TConv(act(W_down x + b_down))      x: (B, C, F, H, W) -> y: (B, R, F, H, W)
 
+y is laid out in x's order of frames and channels (``reference.frames_outer``): for the
+model's frame-major x, a (B, R, F, H, W) view of a contiguous (B, F, R, H, W) tensor, which
+the model reads back as (B*F, R, H, W) without a copy; the backward reads its gradient in
+whatever layout autograd hands it (tokens contiguous), so no layout copy surrounds the op.
+
 Forward: one kernel (GEMM on tensor cores, bias, GELU, 3-tap conv over frames in shared
 memory); only ``y`` is written. Backward recomputes the pre-activation instead of saving it
 (saving it would cost as much memory as the eager path's intermediates, recomputing costs one
@@ -146,26 +151,33 @@ def _act_grad(p, act):
 
 
 def reference_backward(grad, x, w_down, b_down, conv_w, act):
-    """The op's backward written out in PyTorch (it runs as a kernel: no autograd inside)."""
+    """The op's backward written out in PyTorch (it runs as a kernel: no autograd inside).
+
+    grad: (B, R, F, H, W), any layout; x: (B, C, F, H, W). Returns dx (laid out like the
+    forward's y: in x's order of frames and channels), dw_down, db_down, dconv_w, dconv_b."""
+    b, c, frames, h, w = x.shape
     r = w_down.shape[0]
     compute = torch.promote_types(x.dtype, torch.float32)
-    g, xf, wf = grad.to(compute), x.to(compute), w_down.to(compute)
-    p = torch.einsum("bcfhw,rc->brfhw", xf, wf) + b_down.to(compute).view(1, r, 1, 1, 1)
+    g = grad.to(compute).transpose(1, 2).reshape(b, frames, r, h * w)  # (B, F, R, T)
+    video = x.to(compute).transpose(1, 2).reshape(b, frames, c, h * w)  # (B, F, C, T)
+    wf = w_down.to(compute)
+    p = torch.matmul(wf, video) + b_down.to(compute)[:, None]
     a = F.gelu(p) if act == "gelu" else p
-    # Transposed 3-tap conv: da[f] = w0 dy[f+1] + w1 dy[f] + w2 dy[f-1].
-    da = F.conv3d(g, conv_w.to(compute).flip(-1).view(r, 1, 3, 1, 1), padding=(1, 0, 0), groups=r)
+    # Transposed 3-tap conv: da[f] = w0 dy[f+1] + w1 dy[f] + w2 dy[f-1] (dy[-1] = dy[F] = 0).
+    taps = conv_w.to(compute)[:, :, None]
+    gp = F.pad(g, (0, 0, 0, 0, 1, 1))
+    da = taps[:, 0] * gp[:, 2:] + taps[:, 1] * gp[:, 1:-1] + taps[:, 2] * gp[:, :-2]
     dp = da * _act_grad(p, act)
-    frames = x.shape[2]
-    a_pad = F.pad(a, (0, 0, 0, 0, 1, 1))
-    dconv_w = torch.stack(
-        [(g * a_pad[:, :, k : k + frames]).sum((0, 2, 3, 4)) for k in range(3)], 1
-    )
+    ap = F.pad(a, (0, 0, 0, 0, 1, 1))
+    dconv_w = torch.stack([(g * ap[:, k : k + frames]).sum((0, 1, 3)) for k in range(3)], 1)
+    dx = torch.matmul(wf.t(), dp).view(b, frames, c, h, w).transpose(1, 2)
+    dx = dx if reference.frames_outer(x) else dx.contiguous()
     return (
-        torch.einsum("rc,brfhw->bcfhw", wf, dp).to(x.dtype),
-        torch.einsum("brfhw,bcfhw->rc", dp, xf).to(x.dtype),
-        dp.sum((0, 2, 3, 4)).to(x.dtype),
+        dx.to(x.dtype),
+        torch.matmul(dp, video.transpose(-1, -2)).sum((0, 1)).to(x.dtype),
+        dp.sum((0, 1, 3)).to(x.dtype),
         dconv_w.to(x.dtype),
-        g.sum((0, 2, 3, 4)).to(x.dtype),
+        g.sum((0, 1, 3)).to(x.dtype),
     )
 
 
@@ -207,36 +219,32 @@ def adapter_backward_op(
 
 @adapter_op.register_kernel("cpu")
 def _adapter_cpu(x, w_down, b_down, conv_w, conv_b, act):
-    return reference.fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act).contiguous()
+    return reference.fused_temporal_adapter(x, w_down, b_down, conv_w, conv_b, act)
 
 
 @adapter_backward_op.register_kernel("cpu")
 def _adapter_backward_cpu(grad, x, w_down, b_down, conv_w, act):
-    return tuple(t.contiguous() for t in reference_backward(grad, x, w_down, b_down, conv_w, act))
+    return reference_backward(grad, x, w_down, b_down, conv_w, act)
+
+
+def _like_frames(x, channels):
+    """An empty (B, channels, F, H, W) tensor in x's order of frames and channels, as the
+    kernels and the CPU kernels return y, dx (and use for dpre)."""
+    b, _, f, h, w = x.shape
+    if reference.frames_outer(x):
+        return x.new_empty((b, f, channels, h, w)).transpose(1, 2)
+    return x.new_empty((b, channels, f, h, w))
 
 
 @adapter_op.register_fake
 def _adapter_fake(x, w_down, b_down, conv_w, conv_b, act):
-    b, _, f, h, w = x.shape
-    return x.new_empty((b, w_down.shape[0], f, h, w))
-
-
-def _dx_like(x, on_cuda=None):
-    """dx as the kernels return it: on CUDA in x's order of frames and channels (the binding
-    copies x first when H, W do not flatten), on CPU contiguous."""
-    b, c, f, h, w = x.shape
-    tokens_flat = x.stride(3) == w * x.stride(4) or h == 1
-    if on_cuda is None:
-        on_cuda = x.device.type == "cuda"
-    if on_cuda and tokens_flat and x.stride(2) > x.stride(1):
-        return x.new_empty((b, f, c, h, w)).permute(0, 2, 1, 3, 4)
-    return x.new_empty((b, c, f, h, w))
+    return _like_frames(x, w_down.shape[0])
 
 
 @adapter_backward_op.register_fake
 def _adapter_backward_fake(grad, x, w_down, b_down, conv_w, act):
-    return (  # the extension returns the weight grads contiguous
-        _dx_like(x),
+    return (  # the weight grads are contiguous
+        _like_frames(x, x.shape[1]),
         w_down.new_empty(w_down.shape),
         b_down.new_empty(b_down.shape),
         conv_w.new_empty(conv_w.shape),
@@ -250,8 +258,9 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
+    # grad as autograd hands it (for the model: the frame-major layout y came in), not copied
     x, w_down, b_down, conv_w = ctx.saved_tensors
-    return (*adapter_backward_op(grad.contiguous(), x, w_down, b_down, conv_w, ctx.act), None)
+    return (*adapter_backward_op(grad, x, w_down, b_down, conv_w, ctx.act), None)
 
 
 adapter_op.register_autograd(_backward, setup_context=_setup_context)

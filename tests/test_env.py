@@ -7,7 +7,7 @@ import torch
 
 from simda import env
 from simda.cli import main
-from simda_kernels import dispatch, temporal_adapter
+from simda_kernels import dispatch, selfcheck, temporal_adapter
 
 
 def test_env_reports_this_machine(capsys):
@@ -43,7 +43,9 @@ def test_env_never_builds_the_extension(monkeypatch):
         assert "SIMDA_JIT_BUILD=1 is set: it compiles on first use" in env.report(info)
 
 
-def fake_gpus(monkeypatch, *capabilities, extension=True, archs=(900,)):
+def fake_gpus(monkeypatch, *capabilities, extension=True, archs=(900,), check=lambda d, t: None):
+    """GPUs of these capabilities; the extension's self-check on them returns check(device,
+    dtype) (passes by default)."""
     props = [
         types.SimpleNamespace(name=f"GPU{i}", major=a, minor=b, total_memory=80 * 2**30)
         for i, (a, b) in enumerate(capabilities)
@@ -51,6 +53,9 @@ def fake_gpus(monkeypatch, *capabilities, extension=True, archs=(900,)):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: props[i].name)
+    monkeypatch.setattr(selfcheck, "_RESULTS", {})
+    monkeypatch.setattr(selfcheck, "check_temporal_adapter", check)
     ext = (
         types.SimpleNamespace(__file__="/x/_C.so", archs=lambda: list(archs)) if extension else None
     )
@@ -92,7 +97,12 @@ def test_env_names_the_shapes_where_auto_runs_the_fused_kernel(monkeypatch):
     )
     assert "latent_shift_attention -> reference: no measurement for sm_80" in text
     assert "lsa-sm80.json" in text
-    assert "fused_temporal_adapter -> cuda (the extension)\n" in text + "\n"  # sm_90
+    assert (  # sm_90: the self-check ran in every dtype
+        "fused_temporal_adapter -> cuda (the extension; self-check passed in float16, bfloat16, "
+        "float32)\n" in text + "\n"
+    )
+    assert h["adapter_self_check"] == {"float16": None, "bfloat16": None, "float32": None}
+    assert a["adapter_self_check"] is None  # sm_80: no kernels in the build, nothing to check
     assert (
         "cuda (the extension); but built for sm_90, no kernels for sm_80: rebuild with "
         'TORCH_CUDA_ARCH_LIST="8.0"' in text
@@ -107,6 +117,30 @@ def test_env_on_a_gpu_without_the_extension(monkeypatch):
     text = env.report(env.collect())
     assert "fused_temporal_adapter -> reference (the extension is not built)" in text
     assert "Attention measurements (simda_kernels/measured): none" in text
+
+
+def test_env_reports_failed_self_checks(monkeypatch):
+    """The adapter's check fails in bf16 on this card: `auto` keeps the reference there and
+    `simda env` says so, with the error; a Triton check that ran in this process is reported."""
+    monkeypatch.setattr(dispatch, "MEASUREMENTS", {})
+
+    def check(device, dtype):
+        return "dx: relative error 3.0e-01 > 2.0e-02" if dtype == torch.bfloat16 else None
+
+    fake_gpus(monkeypatch, (9, 0), check=check)
+    triton = selfcheck.Result("latent_shift_attention", 0, "GPU0", torch.float16, "out: NaN")
+    selfcheck._RESULTS[("latent_shift_attention", 0, torch.float16)] = triton
+    info = env.collect()
+    assert info["gpus"][0]["adapter_self_check"]["bfloat16"].startswith("dx: relative error")
+    assert {"op": "latent_shift_attention", "device": 0, "name": "GPU0", "dtype": "float16",
+            "passed": False, "error": "out: NaN"} in info["self_checks"]  # fmt: skip
+    text = env.report(info)
+    assert (
+        "fused_temporal_adapter -> cuda in float16, float32; the reference where the self-check "
+        "failed (bfloat16: dx: relative error 3.0e-01 > 2.0e-02)" in text
+    )
+    assert "self-check of the Triton attention, float16: failed: out: NaN" in text
+    json.dumps(info)
 
 
 def test_arch_fit_says_when_the_build_has_no_kernels_for_a_gpu():

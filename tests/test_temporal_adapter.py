@@ -10,7 +10,7 @@ import torch
 from torch.utils import deterministic
 
 import simda_kernels
-from simda_kernels import _toolchain, reference, temporal_adapter
+from simda_kernels import _toolchain, reference, selfcheck, temporal_adapter
 from tests.conftest import load_script, requires_cuda
 
 
@@ -35,10 +35,23 @@ def test_backward_formulas_match_autograd(act, frames):
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_opcheck_cpu():
-    x = torch.randn(2, 4, 3, 2, 3, requires_grad=True)
+@pytest.mark.parametrize("layout", ["ncdhw", "folded", "channels_last"])
+def test_opcheck_cpu(layout):
+    """The CPU kernels return y and dx laid out as the fake kernels promise, in every layout."""
+    x = layouts(2, 4, 3, 2, 3, torch.float32, "cpu")[layout].requires_grad_()
     p = [t.float().requires_grad_() for t in params(4, 2)]
     torch.library.opcheck(torch.ops.simda.fused_temporal_adapter.default, (x, *p, "gelu"))
+
+
+def test_output_is_laid_out_like_x_and_read_back_without_a_copy():
+    """y follows x's order of frames and channels: for the model's frame-major x it is a view
+    of a (B, F, R, H, W) tensor, which (B*F, R, H, W) reads back as a view."""
+    x = torch.randn(2, 3, 4, 5, 6).transpose(1, 2)  # (B, C, F, H, W) view of (B*F, C, H, W)
+    p = params(4, 2, torch.float32)
+    y = torch.ops.simda.fused_temporal_adapter(x, *p, "gelu")
+    assert y.transpose(1, 2).is_contiguous()
+    assert y.transpose(1, 2).reshape(6, 2, 5, 6).data_ptr() == y.data_ptr()
+    assert reference.fused_temporal_adapter(x.contiguous(), *p).is_contiguous()
 
 
 def test_opcheck_backward_op_cpu():
@@ -146,22 +159,24 @@ def test_jit_build_compiles_and_links(tmp_path, monkeypatch):
     torch.version.cuda is None or _toolchain.cuda_home() is None,
     reason="compiling the kernels needs a CUDA build of torch and nvcc",
 )
-def test_kernels_compile_for_sm75_and_sm90_without_spills_on_sm90():
-    """ptxas's report of the six kernels (scripts/cuda_ptxas_report.py): they compile for
-    Turing (64 KiB of shared memory, no bf16 tensor cores) and do not spill on Hopper."""
+def test_kernels_compile_without_spills_on_sm80_and_sm90():
+    """ptxas's report of the twelve kernels (scripts/cuda_ptxas_report.py: forward and backward,
+    three dtypes, wide and narrow tiles): they compile for Turing (64 KiB of shared memory, no
+    cp.async, no bf16 tensor cores) and do not spill on Ampere and Hopper."""
     script = load_script("cuda_ptxas_report")
-    rows = script.report([75, 90])
-    assert {(r["arch"], r["kernel"], r["dtype"]) for r in rows} == {
-        (a, k, d)
-        for a in (75, 90)
+    rows = script.report([75, 80, 90])
+    assert {(r["arch"], r["kernel"], r["dtype"], r["tile"]) for r in rows} == {
+        (a, k, d, t)
+        for a in (75, 80, 90)
         for k in ("forward", "backward")
         for d in ("fp16", "bf16", "fp32")
+        for t in ("wide", "narrow")
     }
     for r in rows:
         assert r["registers"] <= 255, r
-        if r["arch"] == 90:
+        if r["arch"] in (80, 90):
             assert r["spill_stores"] == 0 and r["spill_loads"] == 0, r
-    assert "| sm_90 | forward | fp16 | 64 |" in script.markdown(rows)
+    assert "| sm_90 | forward | fp16 | wide |" in script.markdown(rows)
 
 
 def test_cmake_uses_the_same_nvcc_flags():
@@ -175,8 +190,6 @@ def test_cmake_uses_the_same_nvcc_flags():
 # ------------------------------------------------------- the CUDA kernels against the reference
 # On a GPU through the extension; on the CPU through the emulator (tests/cuda_emulator), which
 # runs the kernels' own source with one CPU thread per CUDA thread.
-
-TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 
 def poison_cuda_allocator():
@@ -211,13 +224,15 @@ def run_op(leaves, grad, act):
 
 def check(x, act, run=run_op):
     """The kernels' output and five gradients against the float64 reference: relative error
-    at most twice PyTorch's own in x's dtype (or TOL). Returns the kernels' results."""
+    at most twice PyTorch's own in x's dtype (or selfcheck.TOLERANCE), the rule the on-device
+    self-check applies. The gradient comes laid out like y, as autograd hands it to the op.
+    Returns the kernels' results."""
     dtype = x.dtype
     c = x.shape[1]
     p = params(c, c // 2, torch.float32, x.device)
     p[0] /= math.sqrt(c)  # pre-activations of order 1, where GELU is far from linear
     p = [t.to(dtype) for t in p]
-    grad = torch.randn(x.shape[0], c // 2, *x.shape[2:], device=x.device, dtype=dtype)
+    grad = temporal_adapter._like_frames(x, c // 2).normal_()
     leaves = [x, *p]
     y, grads = run(leaves, grad, act)
     exact = [t.detach().double().requires_grad_() for t in leaves]
@@ -233,12 +248,9 @@ def check(x, act, run=run_op):
         (base, *base_grads),
         strict=True,
     ):
-        assert got.shape == ref.shape and got.dtype == dtype, name
-        assert torch.isfinite(got).all(), f"{name}: unwritten (NaN) elements"
-        scale = ref.abs().max().item() + 1e-6
-        err = (got.double() - ref).abs().max().item() / scale
-        bar = max(2 * (own.double() - ref).abs().max().item() / scale, TOL[dtype])
-        assert err <= bar, f"{name}: relative error {err:.2e} > {bar:.2e}"
+        assert got.dtype == dtype, name
+        error = selfcheck.within_twice(name, got, ref, own)
+        assert error is None, error
     return y, grads
 
 
@@ -275,6 +287,16 @@ def test_gpu_split_frames(monkeypatch, dtype, per_block):
         pytest.skip(temporal_adapter.extension_error())
     monkeypatch.setenv("SIMDA_ADAPTER_FRAMES_PER_BLOCK", str(per_block))
     check(layouts(2, 64, 7, 8, 8, dtype)["ncdhw"], "gelu")
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_selfcheck_passes(dtype):
+    """The on-device self-check backend='auto' runs first (simda_kernels.selfcheck)."""
+    if temporal_adapter.extension() is None:
+        pytest.skip(temporal_adapter.extension_error())
+    assert selfcheck.check_temporal_adapter(torch.device("cuda"), dtype) is None
 
 
 @requires_cuda
@@ -321,15 +343,20 @@ def nan_empty():
     deterministic.fill_uninitialized_memory = saved[1]
 
 
-def emulated(kernels, seed=0, frames_per_block=0):
+def emulated(kernels, seed=0, frames_per_block=0, smem_limit=0):
     """check()'s `run`: the emulated kernels' forward and backward (the op's custom autograd
-    calls exactly these two with the same arguments)."""
+    calls exactly these two with the same arguments). smem_limit: the shared memory a block may
+    opt in to (0: the emulated architecture's), which picks wide or narrow tiles."""
 
     def run(leaves, grad, act):
         x, w_down, b_down, conv_w, conv_b = leaves
         gelu = act == "gelu"
-        y = kernels.forward(x, w_down, b_down, conv_w, conv_b, gelu, seed, frames_per_block)
-        grads = kernels.backward(grad, x, w_down, b_down, conv_w, gelu, seed + 1, frames_per_block)
+        y = kernels.forward(
+            x, w_down, b_down, conv_w, conv_b, gelu, seed, frames_per_block, smem_limit
+        )
+        grads = kernels.backward(
+            grad, x, w_down, b_down, conv_w, gelu, seed + 1, frames_per_block, smem_limit
+        )
         return y, tuple(grads)
 
     return run
@@ -339,7 +366,7 @@ EMULATED = [
     ("sm90", torch.float32),
     ("sm90", torch.float16),  # tensor cores
     ("sm90", torch.bfloat16),  # tensor cores
-    ("sm75", torch.float16),  # tensor cores, 64 KiB of shared memory
+    ("sm75", torch.float16),  # tensor cores, 64 KiB of shared memory: narrow tiles, no cp.async
     ("sm75", torch.bfloat16),  # FMAs: Turing has no bf16 tensor cores
 ]
 
@@ -347,13 +374,24 @@ EMULATED = [
 @pytest.mark.parametrize("arch, dtype", EMULATED)
 @pytest.mark.parametrize(
     "frames, channels, h, w",
-    # one partial token tile; two tiles, C not a multiple of the 32-channel GEMM step;
-    # R = 160 over three 64-row tiles (and ten of 16 for fp32 backward) and two token tiles
-    [(1, 8, 3, 1), (3, 72, 9, 8), (16, 320, 5, 14)],
+    # one partial token tile, loaded element by element; two token tiles (the second partial)
+    # and C not a multiple of the channel step, element by element; R = 160 in a 128-row tile
+    # and a 32-row tail (64-row tiles on sm_75), tiles as 16-byte cp.async copies, the ring of
+    # three frames wrapping
+    [(1, 8, 3, 1), (3, 72, 9, 7), (5, 320, 4, 16)],
 )
 def test_emulated_kernels_match_reference(emulator, nan_empty, arch, dtype, frames, channels, h, w):
     x = layouts(1, channels, frames, h, w, dtype, "cpu")["ncdhw"]
     check(x, "gelu", emulated(getattr(emulator, arch)))
+
+
+# Shared memory a block may opt in to -> the tiles it gets: sm_86/sm_89's 99 KiB (narrow 16-bit
+# forward, wide backward and fp32 forward), sm_75's 64 KiB (narrow everywhere).
+@pytest.mark.parametrize("smem_kib", [99, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_emulated_narrow_tiles(emulator, nan_empty, smem_kib, dtype):
+    x = layouts(2, 80, 4, 4, 16, dtype, "cpu")["folded"]
+    check(x, "gelu", emulated(emulator.sm90, smem_limit=smem_kib * 1024))
 
 
 @pytest.mark.parametrize("frames", [2, 5])
@@ -378,9 +416,32 @@ def test_emulated_kernels_layouts(emulator, nan_empty, layout, act, h, w):
     x = layouts(2, 40, 3, h, w, torch.float16, "cpu")[layout]
     w_down = torch.randn(20, 40, dtype=torch.float16)
     assert emulator.sm90.uses_vector_loads(x, w_down) == (layout in VECTOR_PATH[(h, w)])
-    _, grads = check(x, act, emulated(emulator.sm90))
-    # the fake kernel promises the strides the CUDA path gives dx (torch.compile relies on it)
-    assert grads[0].stride() == temporal_adapter._dx_like(x, on_cuda=True).stride()
+    y, grads = check(x, act, emulated(emulator.sm90))
+    # y and dx in x's order of frames and channels, as the fake kernels promise (torch.compile
+    # relies on it)
+    assert y.stride() == temporal_adapter._like_frames(x, 20).stride()
+    assert grads[0].stride() == temporal_adapter._like_frames(x, 40).stride()
+
+
+def test_emulated_backward_reads_the_gradient_in_any_layout(emulator, nan_empty):
+    """The gradient as the model hands it (frame-major), NCDHW, a channel slice (no 16-byte
+    vectors) and a crop (tokens not contiguous: copied first): the same bits."""
+    x = layouts(2, 40, 3, 4, 8, torch.float16, "cpu")["folded"]
+    p = [t.half() for t in params(40, 20, torch.float32)]
+    frame_major = torch.randn(2, 3, 20, 4, 8, dtype=torch.float16).transpose(1, 2)
+    grads = {
+        "frame_major": frame_major,
+        "ncdhw": frame_major.contiguous(),
+        "sliced": torch.zeros(2, 3, 23, 4, 8, dtype=torch.float16)[:, :, 1:21].transpose(1, 2),
+        "cropped": torch.zeros(2, 20, 3, 4, 10, dtype=torch.float16)[..., 1:9],
+    }
+    grads["sliced"].copy_(frame_major)
+    grads["cropped"].copy_(frame_major)
+    want = emulator.sm90.backward(frame_major, x, *p[:3], True, 0)
+    for name, grad in grads.items():
+        got = emulator.sm90.backward(grad, x, *p[:3], True, 0)
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b), name
 
 
 def test_vector_loads_need_alignment_and_whole_vectors(emulator):
@@ -444,10 +505,11 @@ def test_emulated_kernels_refuse_grids_too_large(emulator):
 @pytest.mark.parametrize(
     "fault, match",
     [
-        ("misaligned", "not 32-byte aligned"),
+        ("misaligned", "ldmatrix.x4: pointer is not 16-byte aligned"),
         ("misaligned_vector", "16-byte shared-memory store: pointer is not 16-byte aligned"),
-        ("partial_warp", "not every lane of the warp made the call"),
-        ("divergent_pointers", "lanes of a warp passed different arguments"),
+        ("partial_warp", "mma.sync.m16n8k16: not every lane of the warp made the call"),
+        ("divergent_calls", "lanes of a warp passed different arguments"),
+        ("unwaited_copy", "cp.async: copies issued but never waited for"),
         ("smem", "bytes of shared memory, the limit is 65536"),
     ],
 )
@@ -456,8 +518,9 @@ def test_emulator_reports_faults(emulator, fault, match):
         emulator.self_test(fault)
 
 
-# Between them the two builds run every code path: ThreadSanitizer on sm_90 (wmma for fp16 and
-# bf16), AddressSanitizer on sm_75 (wmma for fp16, FMAs for bf16); fp32 is on FMAs in both.
+# Between them the two builds run every code path: ThreadSanitizer on sm_90 (cp.async and
+# mma.sync for fp16 and bf16, wide and narrow tiles), AddressSanitizer on sm_75 (synchronous
+# copies, narrow tiles, mma.sync for fp16, FMAs for bf16); fp32 is on FMAs in both.
 SANITIZED = [("thread", 900), ("address", 750)]
 
 

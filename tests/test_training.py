@@ -441,5 +441,7 @@ def test_training_records_the_clip_shape_it_trained_on(data_dir, tmp_path):
     assert pipe.config.sampling == {"num_frames": 3, "height": 64, "width": 64}
     every = SimDAPipeline.from_preset("tiny", seed=0)
     config = TrainConfig(steps=1, checkpoint_every=1)
-    train(every, ClipDataset(str(data_dir), None, 64, 64), str(tmp_path / "b"), config, progress=False)
+    train(
+        every, ClipDataset(str(data_dir), None, 64, 64), str(tmp_path / "b"), config, progress=False
+    )
     assert every.config.sampling == {"height": 64, "width": 64}  # every frame: no clip length

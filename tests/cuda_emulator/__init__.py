@@ -78,3 +78,24 @@ def sanitizer_command(sanitizer: str, arch: int, binary: str) -> list[str]:
         "-o",
         binary,
     ]
+
+
+class EmulatedExtension:
+    """Stands in for ``simda_kernels._C``: its adapter entry points run the emulated kernels of
+    one architecture (``load().sm90``, say), with the binding's argument normalisation."""
+
+    def __init__(self, kernels, seed=0):
+        self.kernels = kernels
+        self.seed = seed
+        self.calls = 0
+
+    def archs(self):
+        return [self.kernels.arch]
+
+    def temporal_adapter_forward(self, x, w_down, b_down, conv_w, conv_b, act):
+        self.calls += 1
+        return self.kernels.forward(x, w_down, b_down, conv_w, conv_b, act == "gelu", self.seed)
+
+    def temporal_adapter_backward(self, grad, x, w_down, b_down, conv_w, act):
+        self.calls += 1
+        return self.kernels.backward(grad, x, w_down, b_down, conv_w, act == "gelu", self.seed + 1)

@@ -16,10 +16,10 @@ void register_arch(pybind11::module_& parent, const char* name) {
   m.attr("arch") = SIMDA_EMULATED_ARCH;
   m.def("forward", &forward, py::arg("x"), py::arg("w_down"), py::arg("b_down"), py::arg("conv_w"),
         py::arg("conv_b"), py::arg("gelu"), py::arg("seed"), py::arg("frames_per_block") = 0,
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("smem_limit") = 0, py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, py::arg("grad"), py::arg("x"), py::arg("w_down"), py::arg("b_down"),
         py::arg("conv_w"), py::arg("gelu"), py::arg("seed"), py::arg("frames_per_block") = 0,
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("smem_limit") = 0, py::call_guard<py::gil_scoped_release>());
   m.def(
       "frames_per_block",
       [](int frames, int64_t blocks, int64_t batch, int sm_count, int setting) {
