@@ -54,7 +54,7 @@ fi
 if python3 -c "import sys; from simda.cli import main; sys.exit(main(['env']))" > "$OUT/env.txt" 2>&1
 then grep -E '^(CUDA extension|GPU|  backend)' "$OUT/env.txt"; else tail -3 "$OUT/env.txt"; fi
 if want tests && fits tests; then
-  step "GPU tests (six processes side by side)"
+  step "GPU tests (processes side by side)"
   # One process per group: a CUDA fault in one cannot fail the others' tests, and the Triton
   # compilations (most of the time) run in parallel. timeout sends SIGINT first, so that pytest
   # still prints which tests failed (-rfE) when it is cut short.
@@ -64,15 +64,20 @@ if want tests && fits tests; then
     timeout -s INT -k 20 "$t" python3 -m pytest -q -rfE -m gpu -p no:cacheprovider "$@" \
       > "$OUT/gpu_tests_$name.txt" 2>&1
   }
-  gpu_tests adapter tests/test_temporal_adapter.py &
+  gpu_tests adapter tests/test_temporal_adapter.py tests/test_selfcheck.py &
   gpu_tests lsa_fp32 tests/test_lsa_kernel.py -k "dtype2" &
   gpu_tests lsa_shapes tests/test_lsa_kernel.py -k "not dtype2 and test_gpu_shapes" &
   gpu_tests lsa_layouts tests/test_lsa_kernel.py -k "not dtype2 and test_gpu_layouts" &
   gpu_tests lsa_other tests/test_lsa_kernel.py \
     -k "not dtype2 and not test_gpu_shapes and not test_gpu_layouts" &
   gpu_tests lsa_flex tests/test_lsa_flex.py tests/test_lsa_backends.py &
+  groups="adapter lsa_fp32 lsa_shapes lsa_layouts lsa_other lsa_flex"
+  if python3 -c "import diffusers, transformers" > /dev/null 2>&1; then  # the model's GPU tests
+    gpu_tests model tests/test_adapter_copies.py tests/test_diffusers_api.py &
+    groups="$groups model"
+  fi
   wait
-  for name in adapter lsa_fp32 lsa_shapes lsa_layouts lsa_other lsa_flex; do
+  for name in $groups; do
     echo "-- $name: $(tail -1 "$OUT/gpu_tests_$name.txt")"
     grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests_$name.txt" | head -8
   done
