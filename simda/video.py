@@ -39,13 +39,18 @@ def read_video(
         if value is not None and (not isinstance(value, int) or value < 1):
             raise SimDAError(f"read_video: {name} must be an int >= 1, got {value!r}")
     if num_frames is not None:
-        if len(frames) < num_frames:
-            raise SimDAError(f"video {path!r} has {len(frames)} frames, {num_frames} are needed")
-        step = stride or max(1, len(frames) // num_frames)
-        frames = frames[: step * num_frames : step][:num_frames]
+        frames = select_frames(frames, num_frames, stride, f"video {path!r}")
     if size is not None:
         frames = resize_frames(frames, size)
     return np.ascontiguousarray(frames.astype(np.uint8))
+
+
+def select_frames(frames: np.ndarray, num_frames: int, stride=None, what="the clip"):
+    """``num_frames`` frames taken every ``stride`` frames (default: spread over the clip)."""
+    if len(frames) < num_frames:
+        raise SimDAError(f"{what} has {len(frames)} frames, {num_frames} are needed")
+    step = stride or max(1, len(frames) // num_frames)
+    return frames[: step * num_frames : step][:num_frames]
 
 
 def _reason(exc: Exception) -> str:

@@ -34,13 +34,15 @@ def register(sub) -> None:
 def run(args) -> int:
     from simda.pipelines import edit_video
     from simda.pipelines.editing import edit_guidance
-    from simda.video import read_video, side_by_side
+    from simda.video import read_video, resize_frames, select_frames, side_by_side
 
+    clip = read_video(args.video)  # a bad clip fails before the model loads
     pipe = common.load_pipeline(args)
     if args.guidance is None:
         args.guidance = edit_guidance(pipe)
-    common.resolve_sampling(args, pipe)
-    frames = read_video(args.video, args.frames, (args.height, args.width))
+    common.resolve_sampling(args, pipe)  # frames: the model's clip length unless --frames
+    clip = select_frames(clip, args.frames, what=f"video {args.video!r}")
+    frames = resize_frames(clip, (args.height, args.width))
     common.apply_context(args, pipe, len(frames))
     result = edit_video(
         pipe,
