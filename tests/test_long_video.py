@@ -246,3 +246,32 @@ def test_batched_windows_give_the_same_clip(pipe, monkeypatch):
     torch.testing.assert_close(
         latents(pipe, prompt={0: "a", 10: "b"}, frames=11), prompts, rtol=1e-4, atol=1e-5
     )
+
+
+def test_the_long_clip_scorer_on_rendered_clips():
+    from simda.toyworld import long_video
+
+    rng = np.random.default_rng(0)
+    for caption in ("a red circle moving right", "a green square moving up"):
+        colour, shape, direction = toyworld.parse_caption(caption)
+        clip = toyworld.render(colour, shape, direction, frames=16, speed=1.0, rng=rng)
+        got = long_video.score_long(clip, caption)
+        assert got["along"] == 1.0 and got["colour"] == 1.0 and got["steps"] == 15
+        assert 0.9 < got["jump"] < 1.1
+        wrong = long_video.score_long(
+            clip, caption.replace(direction, "down" if direction == "up" else "left")
+        )
+        assert wrong["along"] == 0.0
+    still = toyworld.render("red", "circle", "right", frames=16, speed=0.0, rng=rng)
+    assert long_video.score_long(still, "a red circle moving right")["along"] == 0.0
+    jumpy = np.concatenate([clip[:8], np.roll(clip[8:], 9, axis=1)])
+    assert long_video.score_long(jumpy, "a green square moving up")["jump"] > long_video.MAX_JUMP
+    gone = clip.copy()
+    gone[4:] = 0
+    assert long_video.score_long(gone, "a green square moving up")["steps"] == 3
+    red = toyworld.render("red", "circle", "right", frames=16, speed=1.0, rng=rng)
+    blue = red.copy()
+    blue[(red == (255, 0, 0)).all(-1)] = (0, 0, 255)
+    switched = np.concatenate([red[:10], blue[10:]])
+    assert long_video.switch_frame(switched, "blue") == 10
+    assert long_video.switch_frame(red, "blue") is None
