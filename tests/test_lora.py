@@ -105,6 +105,13 @@ def test_tuning_and_editing_with_a_lora_train_only_the_adapters(
 
 
 def test_textual_inversion_adds_a_word(sd_pipe, tmp_path):
+    import diffusers
+    from packaging.version import Version
+
+    if Version(diffusers.__version__) < Version("0.36") and not hasattr(
+        sd_pipe.tokenizer, "_update_trie"
+    ):
+        pytest.skip("diffusers 0.35's textual inversion loader needs transformers 4's tokenizers")
     from safetensors.torch import save_file
 
     pipe = SimDAPipeline.from_pipe(sd_pipe)

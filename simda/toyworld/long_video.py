@@ -70,3 +70,46 @@ def switch_frame(clip: np.ndarray, colour: str) -> int | None:
         if all(c == colour for c in colours[f:]):
             return f
     return None
+
+
+def evaluate_long(
+    pipe,
+    frames: int,
+    *,
+    captions: list[str],
+    seeds=(0,),
+    steps: int | None = None,
+    guidance: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """``score_long`` over captions x seeds at ``frames`` frames, as the pipeline is set up
+    (context windows on or off): the mean fraction of steps along the direction, the share of
+    clips whose largest jump stays within ``MAX_JUMP``, the largest jump, mean colour."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from simda.pipelines.t2v import progress_bars, to_uint8
+    from simda.toyworld.evaluation import clip_seed
+
+    results = []
+    with progress_bars(pipe, False):
+        for c, s in tqdm(
+            [(c, s) for s in seeds for c in captions], disable=not progress, leave=False
+        ):
+            out = pipe(
+                c,
+                num_frames=frames,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator().manual_seed(clip_seed(c, s)),
+            )
+            results.append(score_long(to_uint8(out.frames[0]), c))
+    followed = [r["along"] for r in results if r["along"] is not None]
+    return {
+        "clips": len(results),
+        "along": float(np.mean(followed)) if followed else 0.0,
+        "within_jump": float(np.mean([r["jump"] <= MAX_JUMP for r in results])),
+        "max_jump": max(r["jump"] for r in results),
+        "colour": float(np.mean([r["colour"] for r in results])),
+        "results": results,
+    }
