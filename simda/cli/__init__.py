@@ -3,7 +3,8 @@
 Every command that loads a model takes ``--seed``, ``--device``, ``--dtype``, ``--output``
 (default ``out/``), ``--quiet`` and ``--debug``, shows progress bars on long loops and writes
 mp4 + gif + png with the settings beside them (JSON). User errors print one line and exit with
-code 2 (``--debug`` shows the traceback).
+code 2 (``--debug`` shows the traceback). Every command sets the CPU thread policy of
+``simda.cpu`` before torch is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 import warnings
 
+from simda import cpu
 from simda.cli import (
     bench,
     common,
@@ -54,6 +56,10 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = common.one_line_warnings(args.command)
+            # A command owns its process, so it sets the CPU policy before torch loads; called
+            # from a program that already imported torch, the process is that program's.
+            if "torch" not in sys.modules:
+                cpu.cpu_threads()
             common.setup_logging(args.command, getattr(args, "quiet", False))
             _check_paths(args)
             return args.func(args)
