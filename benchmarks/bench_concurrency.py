@@ -1,20 +1,22 @@
 """Concurrent CPU runs with and without simda's CPU thread policy (``simda.cpu``).
 
     python -m benchmarks.bench_concurrency [--repeats 1] [--json out.json]
-    python -m benchmarks.bench_concurrency --train [--steps 30] [--json out.json]
+    python -m benchmarks.bench_concurrency --train [--steps 20] [--json out.json]
 
 generate (default): ``simda generate "a red circle moving right"`` (the built-in model) alone,
 then two started at once; each run's wall time, process start to exit. "with the policy": the
 command as shipped. "without": the same command from an interpreter that imported torch
 first, which the command leaves alone: OpenMP's defaults, as before the policy. Target on 2
-cores: each of the two concurrent runs at most 2x the lone run.
+cores: each of the two concurrent runs at most 2x the lone run. A first row runs a one-thread
+Python loop the same way: what two processes get from this machine's cores at best.
 
 --train: ``torchrun --nproc_per_node 2 -m simda.cli train`` on 16 toy-world clips, global batch
 2; steps per second from ``losses.jsonl`` (its first window, with the warm-up, left out):
 torchrun's defaults (OMP_NUM_THREADS=1) before and with the policy, then with every rank given
 all cores' threads (OMP_NUM_THREADS=cores) before and with the policy; one process for scale.
 
-Timings mean something only on an otherwise idle machine: the load average is printed first.
+Timings mean something only on an otherwise idle machine: the load average is printed before
+and after (a job that started meanwhile shows only in the second).
 The variables the policy reads are removed from the runs' environment.
 """
 
@@ -40,7 +42,8 @@ WITHOUT = [
     "-c",
     "import sys, torch; from simda.cli import main; sys.exit(main(sys.argv[1:]))",
 ]
-POLICIES = {"without": WITHOUT, "with the policy": WITH}
+# one thread of pure Python: two at once show what this machine's cores give two processes
+LOOP = [sys.executable, "-c", "sum(i * i for i in range(40_000_000))"]
 
 
 def clean_env(**extra: str) -> dict:
@@ -67,14 +70,19 @@ def generate(prefix: list[str], output: str) -> list[str]:
 
 
 def bench_generate(repeats: int, folder: str) -> list[dict]:
+    cases = {  # name: the command, given an output folder
+        "one-thread Python loop (the machine's floor)": lambda output: LOOP,
+        "simda generate, without the policy": lambda output: generate(WITHOUT, output),
+        "simda generate, with the policy": lambda output: generate(WITH, output),
+    }
     rows = []
-    for name, prefix in POLICIES.items():
+    for name, command in cases.items():
         env = clean_env()
-        alone = [run(generate(prefix, f"{folder}/alone"), env) for _ in range(repeats)]
-        pair = [generate(prefix, f"{folder}/a"), generate(prefix, f"{folder}/b")]
+        alone = [run(command(f"{folder}/alone"), env) for _ in range(repeats)]
+        pair = [command(f"{folder}/a"), command(f"{folder}/b")]
         pairs = [t for _ in range(repeats) for t in at_once(pair, env)]
         row = {
-            "policy": name,
+            "case": name,
             "alone_s": statistics.median(alone),
             "concurrent_s": statistics.mean(pairs),
             "concurrent_each_s": pairs,
@@ -127,7 +135,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--train", action="store_true", help="measure torchrun training instead")
     parser.add_argument("--repeats", type=int, default=1, help="lone runs and pairs per policy")
-    parser.add_argument("--steps", type=int, default=30, help="training steps per run (--train)")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per run (--train)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -135,18 +143,22 @@ def main(argv=None) -> int:
     if args.steps < 10:
         parser.error(f"--steps must be at least 10 (two 5-step windows), got {args.steps}")
     load = os.getloadavg()
-    print(f"# {available_cores()} cores; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"# {available_cores()} cores; load average {' '.join(f'{x:.2f}' for x in load)}")
     with tempfile.TemporaryDirectory() as folder:
         if args.train:
             print("| case (2 ranks unless said) | steps/s | wall s |\n|---|---|---|")
             rows = bench_train(args.steps, folder)
         else:
-            print("| CPU policy | alone s | 2 at once s, mean (each) | ratio | <= 2x |")
+            print("| case | alone s | 2 at once s, mean (each) | ratio | <= 2x |")
             print("|---|---|---|---|---|")
             rows = bench_generate(args.repeats, folder)
+    # another job that started meanwhile shows here, not in the load average before
+    after = os.getloadavg()
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in after)}")
     if args.json:
+        result = {"cores": available_cores(), "load_average": [load, after], "rows": rows}
         with open(args.json, "w") as f:
-            json.dump({"cores": available_cores(), "load_average": load, "rows": rows}, f, indent=2)
+            json.dump(result, f, indent=2)
     return 0
 
 
