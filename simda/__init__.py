@@ -26,6 +26,7 @@ _EXPORTS = {
     "VideoUNet": "simda.unet",
     "build_unet": "simda.presets",
     "count_parameters": "simda.unet",
+    "cpu_threads": "simda.cpu",
     "inflate": "simda.unet",
     "load_adapters": "simda.checkpoint",
     "make_scheduler": "simda.schedulers",
@@ -45,6 +46,7 @@ __all__ = [  # the keys of _EXPORTS (a test checks), spelled out for static anal
     "VideoUNet",
     "build_unet",
     "count_parameters",
+    "cpu_threads",
     "inflate",
     "load_adapters",
     "make_scheduler",
@@ -60,6 +62,7 @@ _SUBMODULES = (
     "attention",
     "checkpoint",
     "cli",
+    "cpu",
     "env",
     "errors",
     "optimization",
@@ -90,6 +93,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from simda.adapters import SpatialAdapter, TemporalAdapter
     from simda.checkpoint import SimDAAdapters, load_adapters, save_adapters
+    from simda.cpu import cpu_threads
     from simda.optimization import optimize, restore
     from simda.pipelines import SimDAPipeline
     from simda.presets import PRESETS, build_unet

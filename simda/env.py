@@ -1,4 +1,5 @@
-"""``simda env``: versions, GPUs and which kernel each op runs, to paste into a bug report.
+"""``simda env``: versions, GPUs, which kernel each op runs and the CPU thread policy in force,
+to paste into a bug report.
 
 ``collect()`` gathers it as a dict (``simda env --json`` prints that), ``report()`` formats
 it as text. Neither builds, compiles or downloads anything: with ``SIMDA_JIT_BUILD=1`` set,
@@ -126,6 +127,7 @@ def collect() -> dict:
     import torch
 
     import simda
+    from simda import cpu
     from simda_kernels import dispatch, lsa, selfcheck, temporal_adapter
 
     ext = temporal_adapter.extension(jit=False)
@@ -152,6 +154,7 @@ def collect() -> dict:
         "lsa_measurements": sorted(f"sm{a}{b}" for a, b in dispatch.MEASUREMENTS),
         "self_checks": [_result(r) for r in selfcheck.results()],
         "ffmpeg": _ffmpeg(),
+        "cpu": cpu.collect(),
     }
 
 
@@ -213,6 +216,10 @@ def report(info: dict) -> str:
                 else (f" (no ffmpeg: {ffmpeg['error']})")
             )
         lines.append(f"  {name:<{width}}  {version or 'not installed'}{extra}")
+
+    from simda import cpu
+
+    lines.append(cpu.describe(info["cpu"]))
 
     from simda_kernels import temporal_adapter
 

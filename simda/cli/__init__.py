@@ -3,7 +3,8 @@
 Every command that loads a model takes ``--seed``, ``--device``, ``--dtype``, ``--output``
 (default ``out/``), ``--quiet`` and ``--debug``, shows progress bars on long loops and writes
 mp4 + gif + png with the settings beside them (JSON). User errors print one line and exit with
-code 2 (``--debug`` shows the traceback).
+code 2 (``--debug`` shows the traceback). Every command sets the CPU thread policy of
+``simda.cpu`` before torch is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 import warnings
 
+from simda import cpu
 from simda.cli import (
     bench,
     common,
@@ -52,6 +54,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = bench.split_args(argv) if argv[:1] == ["bench"] else build_parser().parse_args(argv)
     try:
+        # A command owns its process, so it sets the CPU policy before torch loads; called from
+        # a program that already imported torch, the process is that program's.
+        if "torch" not in sys.modules:
+            cpu.cpu_threads()
         with (
             warnings.catch_warnings(),
             common.logging_for(args.command, getattr(args, "quiet", False)),
