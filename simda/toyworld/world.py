@@ -96,9 +96,10 @@ def render(
 
         start = (axis(dy), axis(dx))
     clip = np.zeros((frames, size, size, 3), np.uint8)
-    for f in range(frames):
-        cy, cx = start[0] + dy * speed * f, start[1] + dx * speed * f
-        clip[f][shape_mask(shape, cy, cx, radius, size)] = COLOURS[colour]
+    # all frames at once: centres (F, 1, 1), rounded to float32 like the pixel grid they meet
+    f = np.arange(frames, dtype=np.float64)[:, None, None]
+    cy, cx = ((c + d * speed * f).astype(np.float32) for c, d in zip(start, (dy, dx), strict=True))
+    clip[shape_mask(shape, cy, cx, radius, size)] = COLOURS[colour]
     return clip
 
 
