@@ -67,37 +67,41 @@ def shape_area(shape: str, size: int) -> float:
     return _UNIT_AREA[shape] * (RADIUS * size) ** 2
 
 
-def components(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected components of a boolean (H, W) mask as boolean masks, largest first."""
-    seen = np.zeros_like(mask, dtype=bool)
-    found = []
-    height, width = mask.shape
-    for start in zip(*np.nonzero(mask), strict=True):
-        if seen[start]:
-            continue
-        part = np.zeros_like(seen)
-        stack = [start]
-        seen[start] = True
-        while stack:
-            y, x = stack.pop()
-            part[y, x] = True
-            for ny in (y - 1, y, y + 1):
-                for nx in (x - 1, x, x + 1):
-                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-        found.append(part)
-    return sorted(found, key=lambda part: -int(part.sum()))
-
-
 def _grow(mask: np.ndarray) -> np.ndarray:
-    """Dilation by the 3x3 square (8-neighbourhood) of a boolean (H, W) mask."""
-    padded = np.pad(mask, 1)
-    height, width = mask.shape
-    out = np.zeros_like(mask)
+    """Dilation of boolean (..., H, W) masks by the 3x3 square (the 8-neighbourhood)."""
+    return _neighbourhood(mask, np.maximum, False)
+
+
+def _neighbourhood(values: np.ndarray, reduce, fill) -> np.ndarray:
+    """``reduce`` (np.maximum, np.minimum) over each pixel's 3x3 neighbourhood of (..., H, W)
+    ``values``, padded with ``fill``."""
+    pad = [(0, 0)] * (values.ndim - 2) + [(1, 1), (1, 1)]
+    padded = np.pad(values, pad, constant_values=fill)
+    height, width = values.shape[-2:]
+    out = values
     for dy in range(3):
         for dx in range(3):
-            out |= padded[dy : dy + height, dx : dx + width]
+            out = reduce(out, padded[..., dy : dy + height, dx : dx + width])
+    return out
+
+
+def largest_blobs(bright: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of each boolean (H, W) frame of ``bright`` (F, H, W),
+    as (F, H, W) masks (all False for a frame with nothing bright). Labels start as pixel
+    indices and each pixel takes its neighbourhood's smallest until nothing changes: then
+    every component carries the index of its first pixel."""
+    none = bright.size  # larger than every index
+    labels = np.where(bright, np.arange(bright.size).reshape(bright.shape), none)
+    while True:
+        spread = np.where(bright, _neighbourhood(labels, np.minimum, none), none)
+        if np.array_equal(spread, labels):
+            break
+        labels = spread
+    out = np.zeros_like(bright)
+    for f, frame in enumerate(labels):
+        found, counts = np.unique(frame[frame < none], return_counts=True)
+        if len(found):
+            out[f] = frame == found[np.argmax(counts)]
     return out
 
 
@@ -172,16 +176,13 @@ def score(clip: np.ndarray, text: str) -> dict:
     colour, shape, direction = parse_caption(text)
     size = clip.shape[1]
     intensity = clip.max(-1)
-    blobs = {}  # frame -> its largest blob, for frames with bright pixels
-    single = True
-    for f, frame in enumerate(intensity):
-        bright = frame >= FOREGROUND
-        parts = components(bright)
-        if parts:
-            blobs[f] = parts[0]
-            single &= bool(bright.sum() - parts[0].sum() <= STRAY * parts[0].sum())
+    bright = intensity >= FOREGROUND
+    largest = largest_blobs(bright)
+    counts = largest.sum((1, 2))
+    single = bool((bright.sum((1, 2)) - counts <= STRAY * counts).all())
+    blobs = {f: largest[f] for f in np.nonzero(counts)[0].tolist()}  # frames with a blob
+    areas = counts[counts > 0].tolist()
     frames = len(intensity)
-    areas = [int(b.sum()) for b in blobs.values()]
     matches = [shape_match(b) for b in blobs.values()]
     # frames without a blob match nothing: they count as zero in the mean
     fit = {s: sum(m[s] for m in matches) / frames for s in SHAPES}
