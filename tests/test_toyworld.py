@@ -1,6 +1,5 @@
 """The toy world: data, detector, stage-1 training, the shipped model, multi-process training."""
 
-import itertools
 import json
 import os
 import subprocess
@@ -14,7 +13,8 @@ from simda import toyworld
 from simda.checkpoint import read_safetensors
 from simda.pipelines import ClipDataset, SimDAPipeline
 
-SHIPPED = os.path.join(os.path.dirname(toyworld.__file__), "assets", "toyworld")
+# the built-in model's guard (test_shipped_model_draws_what_it_is_asked): mean edge softness
+GUARD_SOFTNESS = 0.16
 
 
 def test_samples_are_deterministic_and_varied():
@@ -33,18 +33,6 @@ def test_background_is_black_and_colours_exact():
     assert values == {(0, 0, 0), colour}
 
 
-@pytest.mark.parametrize(
-    "colour, shape, direction",
-    list(itertools.product(toyworld.COLOURS, toyworld.SHAPES, toyworld.DIRECTIONS)),
-)
-def test_detector_scores_ground_truth_perfectly(colour, shape, direction):
-    text = toyworld.caption(colour, shape, direction)
-    for seed in range(3):
-        clip = toyworld.render(colour, shape, direction, rng=np.random.default_rng(seed))
-        result = toyworld.score(clip, text)
-        assert result["colour_ok"] and result["direction_ok"] and result["present"], result
-
-
 @pytest.mark.parametrize("slot", [0, 1, 2])
 def test_render_names_an_unknown_word(slot):
     words = ["red", "circle", "left"]
@@ -54,19 +42,6 @@ def test_render_names_an_unknown_word(slot):
         toyworld.render(*words)
     with pytest.raises(ValueError, match="shape must be one of"):
         toyworld.shape_mask("hexagon", 16, 16, 4, 32)
-
-
-def test_detector_catches_wrong_clips():
-    clip = toyworld.render("red", "circle", "left", rng=np.random.default_rng(0))
-    assert not toyworld.score(clip, "a blue circle moving left")["colour_ok"]
-    assert not toyworld.score(clip, "a red circle moving right")["direction_ok"]
-    still = np.repeat(clip[:1], 8, axis=0)
-    assert toyworld.score(still, "a red circle moving left")["direction"] is None
-    two = clip.copy()
-    two[:, :3, :3] = toyworld.COLOURS["red"]  # a second blob
-    two[:, -4:, -4:] = toyworld.COLOURS["red"]
-    empty = np.zeros_like(clip)
-    assert not toyworld.score(empty, "a red circle moving left")["present"]
 
 
 def test_caption_parsing():
@@ -202,34 +177,38 @@ def test_ship_swaps_the_model_in_whole(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]
 
 
-@pytest.mark.skipif(
-    not os.path.isfile(os.path.join(SHIPPED, "model_index.json")),
-    reason="no shipped toy-world model in this checkout",
-)
-def test_shipped_model_makes_the_asked_for_video():
-    pipe = SimDAPipeline.from_pretrained(SHIPPED)
-    tensors, _ = read_safetensors(os.path.join(SHIPPED, "adapters.safetensors"))
-    assert (
-        sum(
-            os.path.getsize(os.path.join(root, f))
-            for root, _, files in os.walk(SHIPPED)
-            for f in files
-        )
-        < 20 * 2**20
+def test_the_shipped_model_is_there():
+    """The built-in model ships with the package (a test that skipped without it would guard
+    nothing), small, with trained adapters in its UNet."""
+    folder = toyworld.shipped_folder()
+    assert folder is not None, "no built-in toy-world model in simda/assets/toyworld"
+    size = sum(
+        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files
     )
-    assert tensors  # trained adapters ship with it
-    captions = [
-        "a red circle moving right",
-        "a blue square moving up",
-        "a yellow triangle moving left",
-        "a green circle moving down",
-    ]
+    assert size < 20 * 2**20
+    tensors, _ = read_safetensors(
+        os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")
+    )
+    # the adapters' output layers start at zero: nonzero ones were trained
+    outputs = [k for k in tensors if k.endswith(("adapter.fc2.weight", "temporal_adapter.w_up"))]
+    assert len(outputs) == 3 * 16 and all(tensors[k].abs().max() > 0 for k in outputs)
+
+
+def test_shipped_model_draws_what_it_is_asked():
+    """The built-in model on the scheduler test's 12 captions, seed 0 (about a minute on 2 CPU
+    cores): every check at the model's 48 x 4 target less one clip, softness at its target."""
+    pipe = toyworld.load_shipped()
+    assert pipe.scheduler.config.prediction_type in ("v_prediction", "epsilon")
+    captions = toyworld.caption_subset(12)
     results = [
         toyworld.score(clip, c)
         for c, _, clip in toyworld.generate_clips(pipe, captions, seeds=[0], progress=False)
     ]
-    assert sum(r["colour_ok"] for r in results) >= 3, results
-    assert sum(r["direction_ok"] for r in results) >= 3, results
+    summary = toyworld.summarise(results)
+    failed = [r for r in results if not r["all_ok"]]
+    for metric in toyworld.METRICS:
+        assert summary[metric] >= 11 / 12, (metric, failed)
+    assert summary["softness"] <= GUARD_SOFTNESS, failed
 
 
 def test_two_processes_match_one(tmp_path):

@@ -143,7 +143,8 @@ T2V_CAPTIONS = (
 
 def _text_to_video(pipe, args, paths: list[str]) -> list[tuple[str, str]]:
     """Text-to-video with the toy-world model as shipped (before the edit tunes it): four
-    captions, one clip each, scored by the toy-world detector; writes demo-t2v.*."""
+    captions, one clip each, scored by the toy-world scorer (``toyworld.score``); writes
+    demo-t2v.*."""
     from simda import toyworld
 
     start = time.perf_counter()
@@ -159,13 +160,19 @@ def _text_to_video(pipe, args, paths: list[str]) -> list[tuple[str, str]]:
     paths += common.write_outputs(
         args.output, "demo-t2v", grid, common.settings(args, captions=T2V_CAPTIONS)
     )
-    detected = ", ".join(f"{r['colour']} {r['direction'] or 'still'}" for r in scores)
+    seen = "; ".join(
+        f"{r['colour'] or '-'} {r['shape'] or '-'} {r['direction'] or 'still'}" for r in scores
+    )
+    n = len(scores)
+    passed = ", ".join(f"{m} {sum(r[f'{m}_ok'] for r in scores)}/{n}" for m in toyworld.METRICS)
     return [
         ("text-to-video captions (top to bottom)", "; ".join(T2V_CAPTIONS)),
-        ("detected colour and motion", detected),
+        ("seen: colour, shape, motion", seen),
+        ("checks passed", passed),
+        ("clips passing every check", f"{sum(r['all_ok'] for r in scores)}/{n}"),
         (
-            "colour / direction right",
-            f"{sum(r['colour_ok'] for r in scores)}/4, {sum(r['direction_ok'] for r in scores)}/4",
+            "edge softness (mean; rendered shapes 0)",
+            f"{np.mean([r['softness'] for r in scores]):.2f}",
         ),
         ("text-to-video time (4 clips)", f"{seconds:.1f} s"),
     ]

@@ -12,7 +12,8 @@ from simda.errors import SimDAError
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "eval-toyworld", help="score generated toy-world clips by colour, direction and presence"
+        "eval-toyworld",
+        help="score generated toy-world clips: colour, shape, size, direction, speed, sharpness",
     )
     common.add_common(p)
     p.add_argument(
@@ -91,10 +92,9 @@ def run(args) -> int:
             captions=captions,
             progress=not args.quiet,
         )
-        print(
-            f"{name}: colour {rows[name]['colour']:.1%}, direction "
-            f"{rows[name]['direction']:.1%}, presence {rows[name]['presence']:.1%}"
-        )
+        row = rows[name]
+        checks = ", ".join(f"{m} {row[m]:.1%}" for m in toyworld.METRICS)
+        print(f"{name}: {checks}, all {row['all']:.1%}, softness {row['softness']:.3f}")
     settings = {
         "captions": len(captions),
         "seeds per caption": args.seeds,

@@ -2,15 +2,13 @@
 text-to-video model trained on it with SimDA's two-stage recipe (the built-in model).
 
 ``world`` makes the clips and captions, ``model`` the model's parts and its stage 1,
-``evaluation`` scores clips against captions, ``ship`` stores a trained model as the built-in
-one. The pipelines never import this package: what is toy-world specific in a model is saved
-in its config (``SimDAPipeline.config.sampling``).
+``scoring`` scores one clip against its caption, ``evaluation`` a model, ``ship`` stores a
+trained model as the built-in one. The pipelines never import this package: what is toy-world
+specific in a model is saved in its config (``SimDAPipeline.config.sampling``).
 """
 
 from simda.toyworld.evaluation import (
     ABLATIONS,
-    COLOUR_TOLERANCE,
-    MIN_PIXELS,
     PRESENT_PIXELS,
     ablate,
     centre,
@@ -20,7 +18,7 @@ from simda.toyworld.evaluation import (
     evaluate,
     generate_clips,
     report,
-    score,
+    summarise,
 )
 from simda.toyworld.model import (
     EDIT_GUIDANCE,
@@ -35,6 +33,7 @@ from simda.toyworld.model import (
     one_cycle,
     train_base,
 )
+from simda.toyworld.scoring import COLOUR_TOLERANCE, METRICS, score
 from simda.toyworld.ship import SHIPPED, load_shipped, ship, shipped_folder
 from simda.toyworld.world import (
     CAPTIONS,
@@ -63,7 +62,7 @@ __all__ = [
     "FACTOR",
     "FRAMES",
     "GUIDANCE",
-    "MIN_PIXELS",
+    "METRICS",
     "PRESENT_PIXELS",
     "SAMPLING",
     "SHAPES",
@@ -94,6 +93,7 @@ __all__ = [
     "ship",
     "shape_mask",
     "shipped_folder",
+    "summarise",
     "train_base",
     "write_dataset",
 ]

@@ -1,4 +1,5 @@
-"""Scoring toy-world clips against their captions, and the evaluation of a model."""
+"""The evaluation of a toy-world model: sampling every caption, scoring the clips
+(``scoring``), ablations, and the fidelity of a colour edit."""
 
 from __future__ import annotations
 
@@ -9,36 +10,9 @@ import torch
 from tqdm.auto import tqdm
 
 from simda.pipelines.t2v import progress_bars, to_uint8
-from simda.toyworld.world import CAPTIONS, COLOURS, FRAMES, SIZE, parse_caption
+from simda.toyworld.scoring import COLOUR_TOLERANCE, METRICS, score
+from simda.toyworld.world import CAPTIONS, COLOURS, FRAMES, SHAPES, SIZE, parse_caption
 from simda.unet import remove_components
-
-COLOUR_TOLERANCE = 100  # per channel, on 0..255
-MIN_PIXELS = 10  # a shape covers about 30-80 pixels of a 32x32 frame
-
-
-def _components(mask: np.ndarray) -> list[int]:
-    """Sizes of the 4-connected components of a boolean (H, W) mask."""
-    seen = np.zeros_like(mask, dtype=bool)
-    sizes = []
-    for start in zip(*np.nonzero(mask), strict=True):
-        if seen[start]:
-            continue
-        stack, size = [start], 0
-        seen[start] = True
-        while stack:
-            y, x = stack.pop()
-            size += 1
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                if (
-                    0 <= ny < mask.shape[0]
-                    and 0 <= nx < mask.shape[1]
-                    and mask[ny, nx]
-                    and not seen[ny, nx]
-                ):
-                    seen[ny, nx] = True
-                    stack.append((ny, nx))
-        sizes.append(size)
-    return sizes
 
 
 def centre(mask: np.ndarray) -> np.ndarray:
@@ -54,42 +28,6 @@ def colour_masks(clip: np.ndarray) -> dict[str, np.ndarray]:
     return {
         name: (np.abs(pixels - np.array(rgb)) <= COLOUR_TOLERANCE).all(-1)
         for name, rgb in COLOURS.items()
-    }
-
-
-def score(clip: np.ndarray, text: str) -> dict:
-    """Detect the shape by colour and score a clip against its caption.
-
-    colour: the colour with the most pixels is the caption's; presence: in every frame that
-    colour covers >= MIN_PIXELS and one connected blob holds >= 80% of them; direction: the
-    larger component of the centroid's least-squares velocity, by sign, is the caption's.
-    """
-    colour, _shape, direction = parse_caption(text)
-    masks = colour_masks(clip)
-    found = max(masks, key=lambda c: masks[c].sum())
-    mask = masks[found]
-    counts = mask.sum((1, 2))
-    present = bool((counts >= MIN_PIXELS).all()) and all(
-        max(_components(m), default=0) >= 0.8 * m.sum() for m in mask
-    )
-    moved = None
-    frames = np.nonzero(counts >= MIN_PIXELS)[0]
-    if len(frames) >= 2:
-        cy, cx = np.array([centre(mask[f]) for f in frames]).T
-        vy, vx = np.polyfit(frames, cy, 1)[0], np.polyfit(frames, cx, 1)[0]
-        if max(abs(vy), abs(vx)) > 0.1:  # pixels per frame
-            moved = (
-                ("down" if vy > 0 else "up")
-                if abs(vy) > abs(vx)
-                else ("right" if vx > 0 else "left")
-            )
-    return {
-        "caption": text,
-        "colour": found,
-        "direction": moved,
-        "colour_ok": found == colour,
-        "direction_ok": moved == direction,
-        "present": present,
     }
 
 
@@ -139,19 +77,32 @@ def evaluate(
     captions: list[str] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Colour, direction and presence accuracy over the captions x seeds."""
+    """Score every caption x seed (``score``): per check of ``METRICS`` and ``"all"`` the
+    fraction of clips that pass it, the mean ``"softness"``, shape accuracy per caption shape
+    (``"shape by kind"``), and the per-clip ``"results"``."""
     results = [
         score(clip, c)
         for c, _s, clip in generate_clips(
             pipe, captions or CAPTIONS, seeds, steps=steps, guidance=guidance, progress=progress
         )
     ]
+    return summarise(results)
+
+
+def summarise(results: list[dict]) -> dict:
+    """The fractions and means of ``evaluate`` over per-clip ``score`` results."""
     n = len(results)
+    by_kind = {}
+    for kind in SHAPES:
+        mine = [r["shape_ok"] for r in results if parse_caption(r["caption"])[1] == kind]
+        if mine:
+            by_kind[kind] = sum(mine) / len(mine)
     return {
         "clips": n,
-        "colour": sum(r["colour_ok"] for r in results) / n,
-        "direction": sum(r["direction_ok"] for r in results) / n,
-        "presence": sum(r["present"] for r in results) / n,
+        **{m: sum(r[f"{m}_ok"] for r in results) / n for m in METRICS},
+        "all": sum(r["all_ok"] for r in results) / n,
+        "softness": float(np.mean([r["softness"] for r in results])),
+        "shape by kind": by_kind,
         "results": results,
     }
 
@@ -179,14 +130,25 @@ def ablate(pipe, *, temporal: bool = True, spatial: bool = True, lsa: bool = Tru
 
 
 def report(rows: dict[str, dict], settings: dict) -> str:
-    lines = ["| model | clips | colour | direction | presence |", "|---|---|---|---|---|"]
+    """A markdown table of ``evaluate`` rows, and the settings under it."""
+    kinds = "/".join(SHAPES)
+    lines = [
+        f"| model | clips | colour | shape | shape {kinds} | size | direction | speed | sharp "
+        "| softness | all |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r['clips']} | {100 * r['colour']:.1f}% | "
-            f"{100 * r['direction']:.1f}% | {100 * r['presence']:.1f}% |"
-        )
+        per_kind = "/".join(f"{100 * r['shape by kind'].get(k, 0):.0f}" for k in SHAPES)
+        cells = [f"{100 * r[m]:.1f}%" for m in ("colour", "shape")]
+        cells.append(per_kind)
+        cells += [f"{100 * r[m]:.1f}%" for m in ("size", "direction", "speed", "sharp")]
+        cells += [f"{r['softness']:.3f}", f"{100 * r['all']:.1f}%"]
+        lines.append(f"| {name} | {r['clips']} | " + " | ".join(cells) + " |")
     setting = ", ".join(f"{k} {v}" for k, v in settings.items())
-    return "\n".join(lines) + f"\n\n{setting}. Chance is 25% for colour and direction.\n"
+    return (
+        "\n".join(lines)
+        + f"\n\n{setting}. Chance is 25% for colour and direction, 33% for shape.\n"
+    )
 
 
 PRESENT_PIXELS = 20  # a shape covers about 60-80 pixels at 32x32

@@ -20,6 +20,8 @@ CAPTIONS = [f"a {c} {s} moving {d}" for c, s, d in itertools.product(COLOURS, SH
 #: the words of every caption (the toy world's closed vocabulary)
 VOCAB = ["a", "moving", *COLOURS, *SHAPES, *DIRECTIONS]
 SIZE, FRAMES = 32, 8  # clips of the data set: 8 frames of 32x32 pixels
+RADIUS = 0.16  # shape radius, as a fraction of the frame size (5.12 px at 32)
+SPEEDS = (0.045, 0.07)  # speed range per frame, as a fraction of the size (1.44-2.24 px at 32)
 
 
 def caption(colour: str, shape: str, direction: str) -> str:
@@ -42,7 +44,8 @@ def parse_caption(text: str) -> tuple[str, str, str]:
 
 
 def shape_mask(shape: str, cy: float, cx: float, radius: float, size: int) -> np.ndarray:
-    """Boolean (size, size) mask of a shape centred at (cy, cx)."""
+    """Boolean (size, size) mask of a shape centred at (cy, cx); arrays of centres shaped
+    (N, 1, 1) give (N, size, size) masks."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -79,8 +82,8 @@ def render(
         if value not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     rng = rng or np.random.default_rng(0)
-    radius = radius or size * 0.16
-    speed = speed if speed is not None else rng.uniform(0.045, 0.07) * size
+    radius = radius or size * RADIUS
+    speed = speed if speed is not None else rng.uniform(*SPEEDS) * size
     travel = speed * (frames - 1)
     margin = radius + 1
     dy, dx = DIRECTIONS[direction]
@@ -93,9 +96,10 @@ def render(
 
         start = (axis(dy), axis(dx))
     clip = np.zeros((frames, size, size, 3), np.uint8)
-    for f in range(frames):
-        cy, cx = start[0] + dy * speed * f, start[1] + dx * speed * f
-        clip[f][shape_mask(shape, cy, cx, radius, size)] = COLOURS[colour]
+    # all frames at once: centres (F, 1, 1), rounded to float32 like the pixel grid they meet
+    f = np.arange(frames, dtype=np.float64)[:, None, None]
+    cy, cx = ((c + d * speed * f).astype(np.float32) for c, d in zip(start, (dy, dx), strict=True))
+    clip[shape_mask(shape, cy, cx, radius, size)] = COLOURS[colour]
     return clip
 
 
