@@ -275,3 +275,10 @@ def test_the_long_clip_scorer_on_rendered_clips():
     switched = np.concatenate([red[:10], blue[10:]])
     assert long_video.switch_frame(switched, "blue") == 10
     assert long_video.switch_frame(red, "blue") is None
+    # read as the scorer reads: a frame washed with the colour, or noise, is no shape
+    washed = np.concatenate([red[:8], np.full_like(red[8:], 255) * np.uint8([1, 0, 0])])
+    got = long_video.score_long(washed, "a red circle moving right")
+    assert got["colour"] == 0.5 and got["steps"] == 7
+    noise = rng.integers(0, 256, red.shape, dtype=np.uint8)
+    got = long_video.score_long(noise, "a red circle moving right")
+    assert got["colour"] == 0.0 and got["steps"] == 0

@@ -1,53 +1,70 @@
 """Scoring toy-world clips longer than the 8 frames the model was trained on.
 
-Per clip: the shape's centre per frame (the caption's colour, at least ``MIN_PIXELS`` pixels,
-not touching the border: a shape leaving the frame is not followed); over the steps between
-consecutive frames where it is followed, the fraction that move along the captioned direction
-(at least ``MIN_STEP`` pixels that way), and the largest single jump in pixels; the fraction of
-frames in which the caption's colour is the one with the most pixels. The targets: at least
-90 % of steps along the direction, no jump above twice the fastest training speed, colour at
-least 95 %.
+Frames are read as the scorer reads them (``scoring``): the largest blob of bright pixels per
+frame and its colour. Per clip: the blob's centre per frame, followed where the blob has the
+caption's colour, an area between half and twice the caption shape's and does not touch the
+border (a shape leaving the frame is not followed); over the steps between consecutive frames
+where it is followed, the fraction that move along the captioned direction (at least
+``MIN_STEP`` pixels that way), and the largest single jump in pixels; the fraction of frames
+whose blob has the caption's colour. The targets: at least 90 % of steps along the direction,
+no jump above twice the fastest training speed, colour at least 95 %.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from simda.toyworld.evaluation import MIN_PIXELS, centre, colour_masks
-from simda.toyworld.world import COLOURS, DIRECTIONS, parse_caption
+from simda.toyworld.scoring import FOREGROUND, blob_colour, largest_blobs, shape_area
+from simda.toyworld.world import DIRECTIONS, SHAPES, SPEEDS, parse_caption
 
-FASTEST = 0.07 * 32  # pixels per frame: the fastest speed of the data set (``world.render``)
+FASTEST = SPEEDS[1] * 32  # pixels per frame: the fastest speed of the data set at 32x32
 MAX_JUMP = 2 * FASTEST
 MIN_STEP = 0.5  # pixels along the direction that count as moving that way
 
 
-def track(clip: np.ndarray, colour: str) -> list[np.ndarray | None]:
-    """The (y, x) centre of the ``colour`` shape in each frame, None where it is not fully in
-    view (fewer than ``MIN_PIXELS`` pixels, or touching the border)."""
+def blobs(clip: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """The largest bright blob of each frame ((F, H, W) masks, empty where nothing is bright)
+    and its colour: None where there is no blob, it is no named colour, or its area is outside
+    half the smallest to twice the largest shape's (a frame washed with colour has none)."""
+    masks = largest_blobs(clip.max(-1) >= FOREGROUND)
+    areas = [shape_area(s, clip.shape[1]) for s in SHAPES]
+    colours = [
+        blob_colour(frame[mask]) if 0.5 * min(areas) <= mask.sum() <= 2 * max(areas) else None
+        for frame, mask in zip(clip, masks, strict=True)
+    ]
+    return masks, colours
+
+
+def track(clip: np.ndarray, caption: str) -> list[np.ndarray | None]:
+    """The (y, x) centre of the caption's shape in each frame, None where it is not followed
+    (no blob of the caption's colour, an area outside half to twice the shape's, or touching
+    the border)."""
+    colour, shape, _ = parse_caption(caption)
+    expected = shape_area(shape, clip.shape[1])
+    masks, colours = blobs(clip)
     out = []
-    for mask in colour_masks(clip)[colour]:
+    for mask, found in zip(masks, colours, strict=True):
+        area = int(mask.sum())
         edge = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-        out.append(centre(mask) if mask.sum() >= MIN_PIXELS and not edge else None)
+        if found != colour or not 0.5 * expected <= area <= 2 * expected or edge:
+            out.append(None)
+            continue
+        ys, xs = np.nonzero(mask)
+        out.append(np.array([ys.mean(), xs.mean()]))
     return out
 
 
-def dominant_colours(clip: np.ndarray) -> list[str | None]:
-    """Per frame, the colour with the most pixels (None when no colour has ``MIN_PIXELS``)."""
-    masks = colour_masks(clip)
-    out = []
-    for f in range(len(clip)):
-        counts = {name: int(masks[name][f].sum()) for name in COLOURS}
-        best = max(counts, key=counts.get)
-        out.append(best if counts[best] >= MIN_PIXELS else None)
-    return out
+def frame_colours(clip: np.ndarray) -> list[str | None]:
+    """Per frame, the colour of its largest bright blob, as ``blobs`` reads it."""
+    return blobs(clip)[1]
 
 
 def score_long(clip: np.ndarray, caption: str) -> dict:
     """``along`` (fraction of followed steps along the captioned direction, None without
     any), ``jump`` (largest step in pixels, 0 without any), ``steps`` (followed steps),
-    ``colour`` (fraction of frames whose dominant colour is the caption's)."""
+    ``colour`` (fraction of frames whose blob has the caption's colour)."""
     colour, _, direction = parse_caption(caption)
-    centres = track(clip, colour)
+    centres = track(clip, caption)
     steps = [
         b - a for a, b in zip(centres, centres[1:], strict=False) if a is not None and b is not None
     ]
@@ -58,14 +75,14 @@ def score_long(clip: np.ndarray, caption: str) -> dict:
         "steps": len(steps),
         "along": float(np.mean(along)) if steps else None,
         "jump": max((float(np.hypot(*d)) for d in steps), default=0.0),
-        "colour": float(np.mean([c == colour for c in dominant_colours(clip)])),
+        "colour": float(np.mean([c == colour for c in frame_colours(clip)])),
     }
 
 
 def switch_frame(clip: np.ndarray, colour: str) -> int | None:
-    """The first frame from which the dominant colour is ``colour`` for the rest of the clip
+    """The first frame from which the blob's colour is ``colour`` for the rest of the clip
     (None if it never is by the last frame)."""
-    colours = dominant_colours(clip)
+    colours = frame_colours(clip)
     for f in range(len(clip)):
         if all(c == colour for c in colours[f:]):
             return f

@@ -132,7 +132,7 @@ def shape_match(blob: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _colour(pixels: np.ndarray) -> str | None:
+def blob_colour(pixels: np.ndarray) -> str | None:
     """The named colour within ``COLOUR_TOLERANCE`` per channel of the mean of (N, 3) pixels."""
     if not len(pixels):
         return None
@@ -194,7 +194,7 @@ def score(clip: np.ndarray, text: str) -> dict:
     size_ok = (
         everywhere and single and all(abs(a - expected) <= AREA_TOLERANCE * expected for a in areas)
     )
-    found_colour = _colour(
+    found_colour = blob_colour(
         np.concatenate([clip[f][b] for f, b in blobs.items()]) if blobs else np.zeros((0, 3))
     )
     moved, along, speed_ok = None, None, False
