@@ -1,5 +1,7 @@
 """Long videos: context windows (FreeNoise at the level of the UNet) and prompts over time."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -282,3 +284,53 @@ def test_the_long_clip_scorer_on_rendered_clips():
     noise = rng.integers(0, 256, red.shape, dtype=np.uint8)
     got = long_video.score_long(noise, "a red circle moving right")
     assert got["colour"] == 0.0 and got["steps"] == 0
+
+
+def test_eval_toyworld_frames_scores_windows_and_one_pass_side_by_side(tmp_path, capsys):
+    from simda.cli import main
+    from simda.toyworld import long_video
+
+    argv = ["eval-toyworld", "--frames", "8", "10", "--captions", "1", "--seeds", "1"]
+    argv += ["--steps", "2", "--quiet", "--output", str(tmp_path), "--context-stride", "2"]
+    assert main(argv) == 0
+    saved = json.load(open(tmp_path / "eval-toyworld-long.json"))
+    # 8 frames fit one window (windows are the single pass there): one pass only
+    assert [(r["frames"], r["mode"]) for r in saved["rows"]] == [
+        (8, "one pass"),
+        (10, "windows"),
+        (10, "one pass"),
+    ]
+    for row in saved["rows"]:
+        assert row["motion"]["clips"] == 1
+        assert row["switch"]["clips"] == len(long_video.SWITCHES)
+        assert row["switch"]["key"] == row["frames"] // 2
+    text = open(tmp_path / "eval-toyworld-long.md").read()
+    assert "| 10 | windows | 1 |" in text and "every 2" in text
+    assert main([*argv, "--ablations"]) == 2
+    assert "--frames scores the --model alone" in capsys.readouterr().err
+
+
+def test_the_switch_scorer_on_rendered_clips():
+    from simda.toyworld import long_video
+
+    red = toyworld.render(
+        "red", "circle", "right", frames=16, speed=1.0, rng=np.random.default_rng(1)
+    )
+    blue = red.copy()
+    blue[(red == (255, 0, 0)).all(-1)] = (0, 0, 255)
+    got = long_video.score_switch(
+        np.concatenate([red[:9], blue[9:]]),
+        "a red circle moving right",
+        "a blue circle moving right",
+        8,
+    )
+    assert got["switch"] == 9 and got["delay"] == 1 and 0.9 < got["jump"] < 1.1
+    jumpy = np.concatenate([red[:8], blue[:8]])  # back to where it started
+    got = long_video.score_switch(
+        jumpy, "a red circle moving right", "a blue circle moving right", 8
+    )
+    assert got["delay"] == 0 and got["jump"] > long_video.MAX_JUMP
+    never = long_video.score_switch(
+        red, "a red circle moving right", "a blue circle moving right", 8
+    )
+    assert never["switch"] is None and never["delay"] is None

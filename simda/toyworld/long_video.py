@@ -89,6 +89,96 @@ def switch_frame(clip: np.ndarray, colour: str) -> int | None:
     return None
 
 
+def score_switch(clip: np.ndarray, before: str, after: str, key: int) -> dict:
+    """A clip sampled with ``before`` up to frame ``key`` - 1 and ``after`` from ``key`` on
+    (captions that differ in colour only): ``switch`` (``switch_frame`` of the new colour, None
+    if it never takes over), ``delay`` (switch - key, None likewise), ``jump`` (the largest step
+    of the blob's centre between consecutive frames where a shape of either colour is in view
+    and clear of the border: the position should carry on through the switch)."""
+    old, shape, _ = parse_caption(before)
+    new, _, _ = parse_caption(after)
+    masks, colours = blobs(clip)
+    expected = shape_area(shape, clip.shape[1])
+    centres = []
+    for mask, found in zip(masks, colours, strict=True):
+        edge = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+        ok = found in (old, new) and 0.5 * expected <= mask.sum() <= 2 * expected and not edge
+        centres.append(np.array([c.mean() for c in np.nonzero(mask)]) if ok else None)
+    steps = [
+        b - a for a, b in zip(centres, centres[1:], strict=False) if a is not None and b is not None
+    ]
+    switch = switch_frame(clip, new)
+    return {
+        "before": before,
+        "after": after,
+        "key": key,
+        "switch": switch,
+        "delay": None if switch is None else switch - key,
+        "jump": max((float(np.hypot(*d)) for d in steps), default=0.0),
+    }
+
+
+#: two-prompt schedules of ``evaluate_switch``: the colour changes, shape and motion do not
+SWITCHES = (
+    ("a red circle moving right", "a blue circle moving right"),
+    ("a green square moving down", "a yellow square moving down"),
+    ("a yellow triangle moving left", "a red triangle moving left"),
+    ("a blue circle moving up", "a green circle moving up"),
+)
+MAX_DELAY = 4  # frames after the key by which the new colour must have taken over
+
+
+def evaluate_switch(
+    pipe,
+    frames: int,
+    *,
+    key: int | None = None,
+    pairs=SWITCHES,
+    seeds=(0,),
+    steps: int | None = None,
+    guidance: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Sample each pair of ``pairs`` as ``{0: before, key - 1: before, key: after}`` (key:
+    half the clip by default) and ``score_switch`` it: the share of clips whose colour
+    switches within ``MAX_DELAY`` frames after the key (and not before it), the share whose
+    largest jump stays within ``MAX_JUMP``, the mean delay of those that switch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from simda.pipelines.t2v import progress_bars, to_uint8
+    from simda.toyworld.evaluation import clip_seed
+
+    key = frames // 2 if key is None else key
+    if not 1 <= key < frames:
+        raise ValueError(f"key must be in 1..{frames - 1} for {frames} frames, got {key}")
+    results = []
+    with progress_bars(pipe, False):
+        for (before, after), s in tqdm(
+            [(p, s) for s in seeds for p in pairs], disable=not progress, leave=False
+        ):
+            out = pipe(
+                {0: before, key - 1: before, key: after},
+                num_frames=frames,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator().manual_seed(clip_seed(before, s)),
+            )
+            results.append(score_switch(to_uint8(out.frames[0]), before, after, key))
+    delays = [r["delay"] for r in results if r["delay"] is not None]
+    return {
+        "clips": len(results),
+        "key": key,
+        "switched": float(
+            np.mean([d is not None and 0 <= d <= MAX_DELAY for d in [r["delay"] for r in results]])
+        ),
+        "mean_delay": float(np.mean(delays)) if delays else None,
+        "within_jump": float(np.mean([r["jump"] <= MAX_JUMP for r in results])),
+        "max_jump": max(r["jump"] for r in results),
+        "results": results,
+    }
+
+
 def evaluate_long(
     pipe,
     frames: int,
