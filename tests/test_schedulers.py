@@ -26,7 +26,12 @@ STEPS = {
     "dpm++2m-sde": 20,
     "unipc": 15,
 }
-METRICS = ("colour", "direction", "presence")
+METRICS = ("colour", "shape", "size", "direction")
+#: with the shipped model v1 (``prediction_type="sample"``, an x0-predicting image model):
+#: schedulers that refuse x0 models (PNDM, Euler ancestral, KDPM2) or whose samples from it drift
+#: more than 10 points from DDIM's. Known failures until the v-prediction model of
+#: docs/toyworld.md ships (strict: one that starts to pass fails, to be taken off the list).
+FAIL_WITH_X0_MODEL = {"pndm", "euler-ancestral", "kdpm2", "lms", "heun", "unipc", "dpm++2m-sde"}
 
 
 def test_every_scheduler_has_a_step_count():
@@ -85,9 +90,13 @@ def score(pipe, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in SCHEDULERS if n != "ddim"])
-def test_each_scheduler_samples_the_toy_world_as_ddim_does(toy, ddim, name):
+def test_each_scheduler_samples_the_toy_world_as_ddim_does(toy, ddim, name, request):
     """12 captions at the scheduler's usual step count: each metric within 10 points of
     DDIM's (without ``scale_model_input`` Euler's direction fell from 100 % to 33 %)."""
+    if toy.scheduler.config.prediction_type == "sample" and name in FAIL_WITH_X0_MODEL:
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="the shipped model v1 predicts x0 (sample)")
+        )
     got = score(toy, name)
     for metric in METRICS:
         assert abs(got[metric] - ddim[metric]) <= 0.10 + 1e-9, (metric, got[metric], ddim[metric])
