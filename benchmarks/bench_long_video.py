@@ -1,7 +1,7 @@
 """Long videos on the built-in toy-world model: peak memory (RSS) and time against the number
 of frames, with context windows and without.
 
-    python -m benchmarks.bench_long_video [--frames 8 32 128 512] [--steps 25]
+    python -m benchmarks.bench_long_video [--frames 8 32 128 512] [--steps 25] [--json F]
 
 Each measurement runs in a fresh process (its peak RSS is its own): load the model, sample one
 clip of F frames (``guidance`` as recommended), decode it. With windows the UNet sees
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
         default=[8, 32, 128, 512],
         help="frame counts to measure without windows too",
     )
+    parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
+    rows = []
     print("| frames | windows | seconds | s / frame | peak RSS MiB | after loading MiB |")
     print("|---|---|---|---|---|---|")
     for frames in args.frames:
@@ -75,11 +77,15 @@ def main(argv=None) -> int:
             if not windows and frames not in args.without:
                 continue
             r = measure(frames, args.steps, windows, args.window_batch)
+            rows.append(r)
             print(
                 f"| {frames} | {'on' if windows else 'off'} | {r['seconds']:.1f} | "
                 f"{r['seconds'] / frames:.3f} | {r['peak_mib']:.0f} | {r['loaded_mib']:.0f} |",
                 flush=True,
             )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": args.steps, "window_batch": args.window_batch, "rows": rows}, f)
     return 0
 
 
