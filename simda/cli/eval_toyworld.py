@@ -51,6 +51,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--frames",
+        dest="long_frames",
         type=common.positive_int,
         nargs="+",
         metavar="N",
@@ -77,7 +78,7 @@ def run(args) -> int:
         raise SimDAError(f"--captions must be in 1..{len(toyworld.CAPTIONS)}, got {args.captions}")
     captions = toyworld.caption_subset(args.captions or len(toyworld.CAPTIONS))
     common.resolve_sampling(args, pipe)
-    if args.frames:
+    if args.long_frames:
         if args.ablations or args.compare:
             raise SimDAError("--frames scores the --model alone: drop --ablations and --compare")
         return run_long(args, pipe, captions)
@@ -140,7 +141,7 @@ def run_long(args, pipe, captions) -> int:
     context = args.context_frames or clip
     seeds = range(args.seed, args.seed + args.seeds)
     rows = []
-    for frames in args.frames:
+    for frames in args.long_frames:
         for mode in ("windows", "one pass"):
             if mode == "windows":
                 if frames <= context:
