@@ -111,7 +111,13 @@ def run(args) -> int:
         row = rows[name]
         checks = ", ".join(f"{m} {row[m]:.1%}" for m in toyworld.METRICS)
         print(f"{name}: {checks}, all {row['all']:.1%}, softness {row['softness']:.3f}")
-    settings = {
+    settings = _settings(args, pipe, captions)
+    return _write(args, "eval-toyworld.md", toyworld.report(rows, settings), settings, rows)
+
+
+def _settings(args, pipe, captions, **extra) -> dict:
+    """The settings of a run, for the report and its JSON."""
+    return {
         "captions": len(captions),
         "seeds per caption": args.seeds,
         "first seed": args.seed,
@@ -119,10 +125,15 @@ def run(args) -> int:
         "scheduler": args.scheduler or type(pipe.scheduler).__name__,
         "guidance": args.guidance,
         "model": args.model or "built-in",
+        **extra,
     }
-    text = toyworld.report(rows, settings)
+
+
+def _write(args, default_name: str, text: str, settings: dict, rows) -> int:
+    """Print the report and write it to ``--report`` (default OUTPUT/``default_name``), with
+    the settings and rows beside it as .json."""
     print(text)
-    report = args.report or os.path.join(args.output, "eval-toyworld.md")
+    report = args.report or os.path.join(args.output, default_name)
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     with open(report, "w") as f:
         f.write(text)
@@ -165,27 +176,16 @@ def run_long(args, pipe, captions) -> int:
                 f"{switch['switched']:.1%}"
             )
     pipe.disable_free_noise()
-    settings = {
-        "captions": len(captions),
-        "seeds per caption": args.seeds,
-        "first seed": args.seed,
-        "steps": args.steps,
-        "scheduler": args.scheduler or type(pipe.scheduler).__name__,
-        "guidance": args.guidance,
-        "model": args.model or "built-in",
-        "clip length trained on": clip,
-        "context": f"{context} frames every {args.context_stride}, {args.weighting}",
-    }
-    text = long_report(rows, settings)
-    print(text)
-    report = args.report or os.path.join(args.output, "eval-toyworld-long.md")
-    os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
-    with open(report, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(report)[0] + ".json", "w") as f:
-        json.dump({"settings": settings, "rows": rows}, f, indent=1)
-    print(report)
-    return 0
+    settings = _settings(
+        args,
+        pipe,
+        captions,
+        **{
+            "clip length trained on": clip,
+            "context": f"{context} frames every {args.context_stride}, {args.weighting}",
+        },
+    )
+    return _write(args, "eval-toyworld-long.md", long_report(rows, settings), settings, rows)
 
 
 def long_report(rows: list[dict], settings: dict) -> str:

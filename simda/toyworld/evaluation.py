@@ -36,13 +36,14 @@ def generate_clips(
     captions: list[str],
     seeds,
     *,
-    steps: int = 25,
+    frames: int = FRAMES,
+    steps: int | None = 25,
     guidance: float | None = None,
     batch: int = 16,
     progress: bool = True,
 ):
-    """Sample every caption with every seed: yields (caption, seed, clip). ``guidance``
-    defaults to the model's recommended scale."""
+    """Sample every caption with every seed as clips of ``frames`` frames: yields (caption,
+    seed, clip). ``steps`` and ``guidance`` default (None) to the model's recommendation."""
     jobs = [(c, s) for s in seeds for c in captions]
     bar = tqdm(total=len(jobs), desc="sampling", disable=not progress, leave=False)
     with progress_bars(pipe, False):
@@ -50,7 +51,7 @@ def generate_clips(
             chunk = jobs[i : i + batch]
             out = pipe(
                 [c for c, _ in chunk],
-                num_frames=FRAMES,
+                num_frames=frames,
                 height=SIZE,
                 width=SIZE,
                 num_inference_steps=steps,

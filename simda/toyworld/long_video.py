@@ -35,23 +35,36 @@ def blobs(clip: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
     return masks, colours
 
 
+def _followed(clip: np.ndarray, colours: set[str], shape: str) -> list[np.ndarray | None]:
+    """The (y, x) centre of each frame's blob, None where it is not followed: its colour not
+    in ``colours``, its area outside half to twice ``shape``'s, or touching the border."""
+    expected = shape_area(shape, clip.shape[1])
+    masks, found = blobs(clip)
+    out = []
+    for mask, colour in zip(masks, found, strict=True):
+        edge = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+        ok = colour in colours and 0.5 * expected <= mask.sum() <= 2 * expected and not edge
+        out.append(np.array([c.mean() for c in np.nonzero(mask)]) if ok else None)
+    return out
+
+
+def _steps(centres: list[np.ndarray | None]) -> list[np.ndarray]:
+    """The moves between consecutive followed centres."""
+    return [
+        b - a for a, b in zip(centres, centres[1:], strict=False) if a is not None and b is not None
+    ]
+
+
+def _largest(steps: list[np.ndarray]) -> float:
+    return max((float(np.hypot(*d)) for d in steps), default=0.0)
+
+
 def track(clip: np.ndarray, caption: str) -> list[np.ndarray | None]:
     """The (y, x) centre of the caption's shape in each frame, None where it is not followed
     (no blob of the caption's colour, an area outside half to twice the shape's, or touching
     the border)."""
     colour, shape, _ = parse_caption(caption)
-    expected = shape_area(shape, clip.shape[1])
-    masks, colours = blobs(clip)
-    out = []
-    for mask, found in zip(masks, colours, strict=True):
-        area = int(mask.sum())
-        edge = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-        if found != colour or not 0.5 * expected <= area <= 2 * expected or edge:
-            out.append(None)
-            continue
-        ys, xs = np.nonzero(mask)
-        out.append(np.array([ys.mean(), xs.mean()]))
-    return out
+    return _followed(clip, {colour}, shape)
 
 
 def frame_colours(clip: np.ndarray) -> list[str | None]:
@@ -64,17 +77,14 @@ def score_long(clip: np.ndarray, caption: str) -> dict:
     any), ``jump`` (largest step in pixels, 0 without any), ``steps`` (followed steps),
     ``colour`` (fraction of frames whose blob has the caption's colour)."""
     colour, _, direction = parse_caption(caption)
-    centres = track(clip, caption)
-    steps = [
-        b - a for a, b in zip(centres, centres[1:], strict=False) if a is not None and b is not None
-    ]
+    steps = _steps(track(clip, caption))
     way = np.array(DIRECTIONS[direction], dtype=float)
     along = [float(d @ way) >= MIN_STEP for d in steps]
     return {
         "caption": caption,
         "steps": len(steps),
         "along": float(np.mean(along)) if steps else None,
-        "jump": max((float(np.hypot(*d)) for d in steps), default=0.0),
+        "jump": _largest(steps),
         "colour": float(np.mean([c == colour for c in frame_colours(clip)])),
     }
 
@@ -97,16 +107,7 @@ def score_switch(clip: np.ndarray, before: str, after: str, key: int) -> dict:
     and clear of the border: the position should carry on through the switch)."""
     old, shape, _ = parse_caption(before)
     new, _, _ = parse_caption(after)
-    masks, colours = blobs(clip)
-    expected = shape_area(shape, clip.shape[1])
-    centres = []
-    for mask, found in zip(masks, colours, strict=True):
-        edge = mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-        ok = found in (old, new) and 0.5 * expected <= mask.sum() <= 2 * expected and not edge
-        centres.append(np.array([c.mean() for c in np.nonzero(mask)]) if ok else None)
-    steps = [
-        b - a for a, b in zip(centres, centres[1:], strict=False) if a is not None and b is not None
-    ]
+    steps = _steps(_followed(clip, {old, new}, shape))
     switch = switch_frame(clip, new)
     return {
         "before": before,
@@ -114,7 +115,7 @@ def score_switch(clip: np.ndarray, before: str, after: str, key: int) -> dict:
         "key": key,
         "switch": switch,
         "delay": None if switch is None else switch - key,
-        "jump": max((float(np.hypot(*d)) for d in steps), default=0.0),
+        "jump": _largest(steps),
     }
 
 
@@ -192,25 +193,19 @@ def evaluate_long(
     """``score_long`` over captions x seeds at ``frames`` frames, as the pipeline is set up
     (context windows on or off): the mean fraction of steps along the direction, the share of
     clips whose largest jump stays within ``MAX_JUMP``, the largest jump, mean colour."""
-    import torch
-    from tqdm.auto import tqdm
+    from simda.toyworld.evaluation import generate_clips
 
-    from simda.pipelines.t2v import progress_bars, to_uint8
-    from simda.toyworld.evaluation import clip_seed
-
-    results = []
-    with progress_bars(pipe, False):
-        for c, s in tqdm(
-            [(c, s) for s in seeds for c in captions], disable=not progress, leave=False
-        ):
-            out = pipe(
-                c,
-                num_frames=frames,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=torch.Generator().manual_seed(clip_seed(c, s)),
-            )
-            results.append(score_long(to_uint8(out.frames[0]), c))
+    clips = generate_clips(
+        pipe,
+        captions,
+        seeds,
+        frames=frames,
+        steps=steps,
+        guidance=guidance,
+        batch=1,
+        progress=progress,
+    )
+    results = [score_long(clip, c) for c, _, clip in clips]
     followed = [r["along"] for r in results if r["along"] is not None]
     return {
         "clips": len(results),
