@@ -66,7 +66,9 @@ def test_export_to_video_writes_the_frames_not_noise(tmp_path):
     want = frames[0] * 255
     assert back.shape == want.shape
     error = np.abs(back - want).mean()
-    assert error < 6, error  # H.264 at diffusers' quality; wrapped uint8 is > 60 away
+    # H.264 at diffusers' quality keeps it within 9 (model v2's grain at 10 steps; v1: 6);
+    # wrapped uint8 frames are more than 60 away
+    assert error < 15, error
     noise = np.abs(((frames[0] * 255).astype(np.uint8) * 255).astype(np.float32) - want).mean()
     assert noise > 10 * error  # what the old uint8 output gave: the check can tell
 
