@@ -32,6 +32,10 @@ METRICS = ("colour", "shape", "size", "direction")
 #: more than 10 points from DDIM's. Known failures until the v-prediction model of
 #: docs/toyworld.md ships (strict: one that starts to pass fails, to be taken off the list).
 FAIL_WITH_X0_MODEL = {"pndm", "euler-ancestral", "kdpm2", "lms", "heun", "unipc", "dpm++2m-sde"}
+#: with model v2 (velocity), measured 2026-12-03 against DDIM's 12/12 shape and 10/12 size:
+#: Euler size 8/12, Heun shape 10/12, KDPM2 shape 9/12 (strict known failures, as above)
+FAIL_WITH_V2_MODEL = {"euler", "heun", "kdpm2"}
+KNOWN_FAILURES = {"sample": FAIL_WITH_X0_MODEL, "v_prediction": FAIL_WITH_V2_MODEL}
 
 
 def test_every_scheduler_has_a_step_count():
@@ -93,9 +97,10 @@ def score(pipe, name):
 def test_each_scheduler_samples_the_toy_world_as_ddim_does(toy, ddim, name, request):
     """12 captions at the scheduler's usual step count: each metric within 10 points of
     DDIM's (without ``scale_model_input`` Euler's direction fell from 100 % to 33 %)."""
-    if toy.scheduler.config.prediction_type == "sample" and name in FAIL_WITH_X0_MODEL:
+    prediction = toy.scheduler.config.prediction_type
+    if name in KNOWN_FAILURES.get(prediction, ()):
         request.applymarker(
-            pytest.mark.xfail(strict=True, reason="the shipped model v1 predicts x0 (sample)")
+            pytest.mark.xfail(strict=True, reason=f"drifts on the shipped {prediction} model")
         )
     got = score(toy, name)
     for metric in METRICS:
