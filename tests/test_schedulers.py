@@ -29,8 +29,8 @@ STEPS = {
 METRICS = ("colour", "shape", "size", "direction")
 #: with the shipped model v1 (``prediction_type="sample"``, an x0-predicting image model):
 #: schedulers that refuse x0 models (PNDM, Euler ancestral, KDPM2) or whose samples from it drift
-#: more than 10 points from DDIM's. Known failures until the v-prediction model of
-#: docs/toyworld.md ships (strict: one that starts to pass fails, to be taken off the list).
+#: more than 10 points from DDIM's. Known failures while such a model is shipped (strict: one
+#: that starts to pass fails, to be taken off the list).
 FAIL_WITH_X0_MODEL = {"pndm", "euler-ancestral", "kdpm2", "lms", "heun", "unipc", "dpm++2m-sde"}
 #: with model v2 (velocity), measured 2026-12-03 against DDIM's 12/12 shape and 10/12 size:
 #: Euler size 8/12, Heun shape 10/12, KDPM2 shape 9/12 (strict known failures, as above)
