@@ -128,6 +128,33 @@ def test_data_and_stage1_refuse_to_write_over_what_is_there(tmp_path, monkeypatc
         toyworld.train_base(str(model), steps=1, batch=2, progress=False)
 
 
+def assert_names_no_origin(folder, source=None):
+    """No JSON config in ``folder`` records where it was saved from (a path of the training
+    machine, the tokenizer's load flags)."""
+    from simda.toyworld.ship import ORIGIN_KEYS
+
+    configs = [
+        os.path.join(root, name)
+        for root, _, files in os.walk(folder)
+        for name in files
+        if name.endswith(".json")
+    ]
+    assert len(configs) >= 4  # model_index, unet, scheduler, tokenizer, ...
+    for path in configs:
+        text = open(path, encoding="utf-8").read()
+        config = json.loads(text)
+        leaked = [key for key in ORIGIN_KEYS if key in config]
+        assert not leaked, f"{path} keeps {leaked}"
+        assert source is None or source not in text, f"{path} names {source}"
+
+
+def test_shipped_model_names_no_local_path():
+    folder = toyworld.shipped_folder()
+    if folder is None:
+        pytest.skip("no built-in model")
+    assert_names_no_origin(folder)
+
+
 def test_ship_swaps_the_model_in_whole(tmp_path, monkeypatch):
     """ship replaces the built-in model by renames; a failed save leaves the old one as is."""
     from simda.errors import SimDAError
@@ -141,6 +168,7 @@ def test_ship_swaps_the_model_in_whole(tmp_path, monkeypatch):
     assert json.load(open(target / "model_index.json"))["sampling"] == toyworld.SAMPLING
     assert SimDAPipeline.from_pretrained(str(target)).default_size == 32
     assert sorted(os.listdir(tmp_path / "assets")) == ["toyworld"]  # no leftovers
+    assert_names_no_origin(str(target), source)
     shipped = sorted(os.listdir(target))
 
     def broken_save(self, path, **kwargs):

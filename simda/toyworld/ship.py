@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -37,5 +38,33 @@ def ship(model: str, target: str = SHIPPED) -> str:
     if not is_toyworld(pipe):
         raise SimDAError(f"--model {model!r} is not a toy-world model")
     pipe.register_to_config(sampling={**SAMPLING, **pipe.config.sampling})
-    replace_folder(target, pipe.save_pretrained)
+
+    def save(folder: str) -> None:
+        pipe.save_pretrained(folder)
+        forget_origin(folder)
+
+    replace_folder(target, save)
     return target
+
+
+#: config keys that describe where a folder was read from on the machine that saved it (a
+#: local path, the tokenizer's load flags), not the model: the built-in model carries none
+ORIGIN_KEYS = ("_name_or_path", "is_local", "local_files_only")
+
+
+def forget_origin(folder: str) -> None:
+    """Drop ``ORIGIN_KEYS`` from every JSON config in ``folder`` (top level), in place."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(root, name)
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+            if not isinstance(config, dict) or not any(key in config for key in ORIGIN_KEYS):
+                continue
+            for key in ORIGIN_KEYS:
+                config.pop(key, None)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2, sort_keys=True)
+                f.write("\n")
