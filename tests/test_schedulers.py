@@ -13,15 +13,17 @@ from simda import toyworld
 from simda.pipelines import SimDAPipeline, edit_video
 from simda.schedulers import SCHEDULERS, make_scheduler
 
-#: the step count each is usually run at (second-order ones evaluate the UNet twice a step)
+#: the step count each is run at. Heun and KDPM2 take the same 25 steps as DDIM (49 UNet
+#: evaluations): at 13 steps (DDIM's 25 evaluations) both kept one blob of the right size in
+#: 50-52 % of the 48 captions against DDIM's 83 % (measured on model v2, 2026-12-03)
 STEPS = {
     "ddim": 25,
     "pndm": 25,
     "lms": 25,
     "euler": 25,
     "euler-ancestral": 25,
-    "heun": 13,
-    "kdpm2": 13,
+    "heun": 25,
+    "kdpm2": 25,
     "dpm++2m": 20,
     "dpm++2m-sde": 20,
     "unipc": 15,
@@ -32,9 +34,11 @@ METRICS = ("colour", "shape", "size", "direction")
 #: more than 10 points from DDIM's. Known failures while such a model is shipped (strict: one
 #: that starts to pass fails, to be taken off the list).
 FAIL_WITH_X0_MODEL = {"pndm", "euler-ancestral", "kdpm2", "lms", "heun", "unipc", "dpm++2m-sde"}
-#: with model v2 (velocity), measured 2026-12-03 against DDIM's 12/12 shape and 10/12 size:
-#: Euler size 8/12, Heun shape 10/12, KDPM2 shape 9/12 (strict known failures, as above)
-FAIL_WITH_V2_MODEL = {"euler", "heun", "kdpm2"}
+#: with model v2 (velocity), measured 2026-12-03: Euler keeps one blob of the right size in
+#: 8/12 guard clips against DDIM's 10/12, and on all 48 captions in 72.9 % against 83.3 %
+#: (10.4 points; 79.2 % when the 48 are sampled in other batches): at the edge, a strict
+#: known failure as above. Heun and KDPM2 (25 steps) and the others are within 10 points.
+FAIL_WITH_V2_MODEL = {"euler"}
 KNOWN_FAILURES = {"sample": FAIL_WITH_X0_MODEL, "v_prediction": FAIL_WITH_V2_MODEL}
 
 
@@ -69,42 +73,60 @@ def test_the_loop_scales_inputs_and_passes_generator_and_eta(tiny, name, monkeyp
     assert all(kw == {"generator", "eta"} & accepted for kw in stepped), stepped
 
 
-@pytest.fixture(scope="module")
-def toy():
+#: the guard's captions: one clip of 12 is 8.3 points, so "within 10 points" allows one clip
+#: either way; a larger gap is confirmed on all 48 captions (the other 36 added) before it fails
+GUARD = tuple(toyworld.caption_subset(12))
+REST = tuple(c for c in toyworld.CAPTIONS if c not in GUARD)
+
+
+@functools.cache
+def clips(name, captions):
+    """Per-clip scores of the shipped model sampled with scheduler ``name`` (seed 0)."""
+    pipe = toy_pipe()
+    base = pipe.scheduler
+    pipe.scheduler = make_scheduler(name, base.config)
+    try:
+        return toyworld.evaluate(
+            pipe, seeds=[0], captions=list(captions), steps=STEPS[name], progress=False
+        )["results"]
+    finally:
+        pipe.scheduler = base
+
+
+@functools.cache
+def toy_pipe():
     pipe = toyworld.load_shipped()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-@pytest.fixture(scope="module")
-def ddim(toy):
-    return score(toy, "ddim")
+def scores(name, *parts):
+    """``toyworld.summarise`` of ``name``'s clips over the caption lists ``parts``."""
+    return toyworld.summarise([r for part in parts for r in clips(name, part)])
 
 
-def score(pipe, name):
-    base = pipe.scheduler
-    pipe.scheduler = make_scheduler(name, base.config)
-    try:
-        return toyworld.evaluate(
-            pipe, seeds=[0], captions=toyworld.caption_subset(12), steps=STEPS[name], progress=False
-        )
-    finally:
-        pipe.scheduler = base
+def gaps(name, *parts):
+    """The metrics on which ``name`` is more than 10 points from DDIM: {metric: (its, DDIM's)}."""
+    got, ref = scores(name, *parts), scores("ddim", *parts)
+    return {m: (got[m], ref[m]) for m in METRICS if abs(got[m] - ref[m]) > 0.10 + 1e-9}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in SCHEDULERS if n != "ddim"])
-def test_each_scheduler_samples_the_toy_world_as_ddim_does(toy, ddim, name, request):
-    """12 captions at the scheduler's usual step count: each metric within 10 points of
-    DDIM's (without ``scale_model_input`` Euler's direction fell from 100 % to 33 %)."""
-    prediction = toy.scheduler.config.prediction_type
+def test_each_scheduler_samples_the_toy_world_as_ddim_does(name, request):
+    """Colour, shape, size and direction within 10 points of DDIM's at the scheduler's usual
+    step count (without ``scale_model_input`` Euler's direction fell from 100 % to 33 %): on
+    the 12 guard captions, or, where those differ by more, on all 48."""
+    if toyworld.shipped_folder() is None:
+        pytest.skip("no built-in model")
+    prediction = toy_pipe().scheduler.config.prediction_type
     if name in KNOWN_FAILURES.get(prediction, ()):
         request.applymarker(
             pytest.mark.xfail(strict=True, reason=f"drifts on the shipped {prediction} model")
         )
-    got = score(toy, name)
-    for metric in METRICS:
-        assert abs(got[metric] - ddim[metric]) <= 0.10 + 1e-9, (metric, got[metric], ddim[metric])
+    if gaps(name, GUARD):
+        off = gaps(name, GUARD, REST)
+        assert not off, f"{name} against DDIM on all 48 captions: {off}"
 
 
 def test_editing_after_a_scheduler_swap_inverts_with_ddim(monkeypatch):
